@@ -1,0 +1,167 @@
+"""Real-broker helpers for integration tests: produce posts, read topics back, run the worker
+as a real process (so it can be SIGTERMed and SIGKILLed), wait on conditions with deadlines."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+
+from worker.broker import free_port
+
+# Tansu's group join waits session.timeout.ms/2: keep it short in tests (DESIGN §9).
+FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 500}
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+@dataclass
+class Produced:
+    """What the test published: keys/values in order and the highest offset per partition."""
+
+    ids: list[str] = field(default_factory=list)
+    last_offsets: dict[int, int] = field(default_factory=dict)
+    count: int = 0
+
+
+def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]) -> Produced:
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
+    produced = Produced()
+    errors: list[str] = []
+
+    def on_delivery(err: Any, msg: Message) -> None:
+        if err is not None:
+            errors.append(str(err))
+            return
+        partition, offset = int(msg.partition() or 0), int(msg.offset() or 0)
+        produced.last_offsets[partition] = max(offset, produced.last_offsets.get(partition, -1))
+
+    for key, value in records:
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        produced.count += 1
+        producer.poll(0)
+    remaining = producer.flush(60)
+    assert remaining == 0 and not errors, f"producing test input failed: {remaining} left, errors {errors[:3]}"
+    return produced
+
+
+def post_value(post_id: str, text: str, **extra: Any) -> bytes:
+    return orjson.dumps({"id": post_id, "text": text, **extra})
+
+
+def read_topic(
+    bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0, settle_polls: int = 2
+) -> list[Message]:
+    """Read a whole topic from the beginning: until `expected` records arrived (deadline), then
+    a couple more polls to catch extras (duplicates) that would break an exact count."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"test-reader-{time.time_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    # assign(), not subscribe(): no group join (Tansu makes joins wait session.timeout.ms/2).
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    seen: list[Message] = []
+    deadline = time.monotonic() + timeout_s
+    empty_polls = 0
+    try:
+        while time.monotonic() < deadline:
+            batch = [m for m in consumer.consume(1000, 0.5) if m.error() is None]
+            seen.extend(batch)
+            if len(seen) >= expected:
+                empty_polls = 0 if batch else empty_polls + 1
+                if empty_polls >= settle_polls:
+                    break
+    finally:
+        consumer.close()
+    return seen
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        tps = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        return {tp.partition: tp.offset for tp in tps}
+    finally:
+        consumer.close()
+
+
+def verdicts_by_id(messages: list[Message]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for msg in messages:
+        verdict = orjson.loads(msg.value())
+        assert msg.key() == verdict["post_id"].encode(), "verdict key must be the post id"
+        out.setdefault(verdict["post_id"], []).append(verdict)
+    return out
+
+
+class WorkerProcess:
+    """`modstream run` as a child process, configured through MODSTREAM_* env vars."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = {**os.environ, **env, "MODSTREAM_LOG_FORMAT": "json"}
+        self.env.setdefault("MODSTREAM_METRICS_PORT", str(free_port()))
+        self.env.setdefault("MODSTREAM_METRICS_HOST", "127.0.0.1")
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['MODSTREAM_METRICS_PORT']}"
+
+    def start(self) -> WorkerProcess:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "worker", "run"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=PROJECT_ROOT,
+            )
+        return self
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def wait(self, timeout_s: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout_s)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.alive():
+            assert self.process is not None
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

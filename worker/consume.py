@@ -1,0 +1,128 @@
+"""Consume stage: a Kafka consumer-group member driven from asyncio.
+
+Every consumer call (consume, commit, pause, resume) runs on one dedicated thread, so they never
+overlap and the event loop never blocks on the network. Rebalance callbacks run on that thread
+inside `consume()`; they hand the revoked partitions to the worker (which finishes or abandons
+their in-flight posts) and commit what finished before ownership moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+from worker.commit import TopicPartitionKey
+
+log = structlog.get_logger("modstream.consume")
+T = TypeVar("T")
+
+OnAssign = Callable[[list[TopicPartitionKey]], None]
+# Called on the consumer thread; returns the offsets to commit for the revoked partitions.
+OnRevoke = Callable[[list[TopicPartitionKey]], dict[TopicPartitionKey, int]]
+
+
+def consumer_config(
+    bootstrap_servers: str,
+    group_id: str,
+    extra: dict[str, Any],
+    session_timeout_ms: int,
+    heartbeat_interval_ms: int,
+    assignment_strategy: str,
+) -> dict[str, Any]:
+    return {
+        # Bound the prefetch queue so memory stays bounded while partitions are paused.
+        "queued.max.messages.kbytes": 16384,
+        **extra,
+        "bootstrap.servers": bootstrap_servers,
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": extra.get("auto.offset.reset", "earliest"),
+        "session.timeout.ms": session_timeout_ms,
+        "heartbeat.interval.ms": heartbeat_interval_ms,
+        "partition.assignment.strategy": assignment_strategy,
+    }
+
+
+def key_of(tp: TopicPartition) -> TopicPartitionKey:
+    return (tp.topic, tp.partition)
+
+
+class GroupConsumer:
+    def __init__(self, config: dict[str, Any], topics: Sequence[str], on_assign: OnAssign, on_revoke: OnRevoke) -> None:
+        self._config = {**config, "error_cb": self._on_client_error}
+        self._topics = list(topics)
+        self._on_assign = on_assign
+        self._on_revoke = on_revoke
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-consumer")
+        self._consumer = Consumer(self._config)
+        self.assigned: set[TopicPartitionKey] = set()
+        self.last_error: KafkaError | None = None
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, lambda: fn(*args, **kwargs))
+
+    def _on_client_error(self, error: KafkaError) -> None:
+        self.last_error = error
+        log.warning("consumer_error", error=error.name(), reason=error.str(), fatal=error.fatal())
+
+    async def subscribe(self) -> None:
+        await self._call(
+            self._consumer.subscribe,
+            self._topics,
+            on_assign=self._assigned,
+            on_revoke=self._revoked,
+            on_lost=self._lost,
+        )
+
+    def _assigned(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        keys = [key_of(tp) for tp in partitions]
+        self.assigned.update(keys)
+        log.info("partitions_assigned", partitions=keys)
+        self._on_assign(keys)
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        keys = [key_of(tp) for tp in partitions]
+        offsets = self._on_revoke(keys)
+        if offsets:
+            self._commit_now(consumer, offsets)
+        self.assigned.difference_update(keys)
+        log.info("partitions_revoked", partitions=keys, committed=len(offsets))
+
+    def _lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Lost (session expired): another member may own them already; committing is pointless.
+        keys = [key_of(tp) for tp in partitions]
+        self._on_revoke(keys)
+        self.assigned.difference_update(keys)
+        log.warning("partitions_lost", partitions=keys)
+
+    async def consume(self, max_records: int, timeout_s: float) -> list[Message]:
+        return await self._call(self._consumer.consume, max_records, timeout_s)
+
+    @staticmethod
+    def _commit_now(consumer: Consumer, offsets: dict[TopicPartitionKey, int]) -> None:
+        tps = [TopicPartition(topic, partition, offset) for (topic, partition), offset in offsets.items()]
+        consumer.commit(offsets=tps, asynchronous=False)
+
+    async def commit(self, offsets: dict[TopicPartitionKey, int]) -> None:
+        """Synchronous commit of explicit offsets; raises KafkaException on failure."""
+        await self._call(self._commit_now, self._consumer, offsets)
+
+    async def pause(self, keys: Sequence[TopicPartitionKey]) -> None:
+        if keys:
+            await self._call(self._consumer.pause, [TopicPartition(t, p) for t, p in keys])
+
+    async def resume(self, keys: Sequence[TopicPartitionKey]) -> None:
+        if keys:
+            await self._call(self._consumer.resume, [TopicPartition(t, p) for t, p in keys])
+
+    async def close(self) -> None:
+        """Leave the group (runs the revoke callback, which commits what finished)."""
+        await self._call(self._consumer.close)
+        self._thread.shutdown(wait=True)

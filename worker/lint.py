@@ -1,0 +1,482 @@
+"""`modstream policy lint`: static checks on a directory of policy files.
+
+Pure functions over the file bytes and the parsed `Policy`; no I/O except reading the files in
+`lint_policy_dir`. Every finding has a stable `code` (tests and CI scripts match on it) and a
+severity: an *error* means the policy set should not ship (the CLI exits 1), a *warning* means it
+will work but is probably not what the author meant. The checks and their codes are documented in
+docs/writing-policies.md ("Linting").
+
+Conventions the checks rely on (the shipped policies follow them):
+
+* Template sections are Markdown headings whose text starts with INSTRUCTIONS, DEFINITIONS,
+  VIOLATES, SAFE, EXAMPLES, OUTPUT FORMAT (any heading level, case-insensitive).
+* A labelled example is one line: ``Content: "<text>" → {"violation": 0|1, ...}`` (``->`` and
+  ``=>`` work as the arrow too; a leading ``-`` or ``*`` bullet is allowed).
+* Rule ids are upper-case letters followed by digits (``SP1``, ``HT2``, ``H2.f``) at the start of a
+  bullet in the VIOLATES section, optionally in bold.
+* Length is measured in *approximate tokens*: ``len(re.findall(r"\\w+|[^\\w\\s]", body))``, i.e.
+  words plus punctuation marks. On the shipped policies it lands within ~3% of the o200k_harmony
+  tokenizer gpt-oss uses, and it needs no tokenizer.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import sys
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from worker.policies import Policy, PolicyError, parse_policy
+
+LintSeverity = Literal["error", "warning"]
+
+# Approximate-token bounds for the policy body (the prompt after the front matter).
+TOKENS_ERROR_MIN = 150
+TOKENS_WARN_MIN = 300
+TOKENS_WARN_MAX = 1000
+TOKENS_ERROR_MAX = 2000
+
+# Template sections in the order OpenAI's gpt-oss-safeguard guide uses.
+REQUIRED_SECTIONS: tuple[str, ...] = ("INSTRUCTIONS", "DEFINITIONS", "VIOLATES", "SAFE", "EXAMPLES")
+OUTPUT_SECTION = "OUTPUT FORMAT"
+TEMPLATE_ORDER: tuple[str, ...] = (*REQUIRED_SECTIONS, OUTPUT_SECTION)
+# The JudgeAnswer fields without a default: an output format that does not ask for them
+# produces answers the worker cannot accept.
+REQUIRED_ANSWER_FIELDS: tuple[str, ...] = ("violation", "confidence")
+
+_TOKEN_RE = re.compile(r"\w+|[^\w\s]")
+_HEADING_RE = re.compile(r"^(?P<hashes>#{1,6})\s+(?P<title>.+?)\s*#*\s*$")
+_EXAMPLE_RE = re.compile(
+    r"""^\s*(?:[-*]\s+)?(?:\*\*)?Content(?:\*\*)?\s*:\s*["“](?P<content>.*?)["”]\s*(?:→|->|=>)\s*"""
+    r"""(?P<answer>\{.*\})\s*$""",
+    re.IGNORECASE,
+)
+_LABEL_RE = re.compile(r'"violation"\s*:\s*(?P<label>[01])\b')
+_RULE_IDS_RE = re.compile(r'"rule_ids"\s*:\s*\[(?P<ids>[^\]]*)\]')
+_QUOTED_RE = re.compile(r'"([^"\n]+)"|“([^”\n]+)”')
+_RULE_DEF_RE = re.compile(r"^\s*(?:[-*]|\d+[.)])?\s*(?:\*\*)?(?P<id>[A-Z]{1,6}\d+(?:\.[A-Za-z0-9]+)?)\b")
+_JSON_SKELETON_RE = re.compile(r"\{[^{}]*\}", re.DOTALL)
+_STRIP_CHARS = string.punctuation + string.whitespace + "“”‘’«»…"
+
+
+@dataclass(frozen=True, slots=True)
+class LintFinding:
+    path: Path
+    policy_id: str | None
+    severity: LintSeverity
+    code: str
+    message: str
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """One template section of a policy body: its canonical key, heading line and text."""
+
+    key: str | None  # one of TEMPLATE_ORDER, or None for any other heading
+    title: str
+    level: int
+    line: int  # 1-based line number of the heading in the file
+    lines: tuple[tuple[int, str], ...]  # (file line number, text) of the section's content
+
+    @property
+    def text(self) -> str:
+        return "\n".join(text for _, text in self.lines)
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    line: int
+    content: str
+    label: int | None
+    rule_ids: tuple[str, ...]
+    section: str | None
+
+
+def approx_tokens(text: str) -> int:
+    """Words plus punctuation marks: a tokenizer-free estimate of the prompt length."""
+    return len(_TOKEN_RE.findall(text))
+
+
+def normalise_text(text: str) -> str:
+    """For comparing exemplars with examples: NFKC, casefold, collapsed spaces, no edge punctuation."""
+    folded = " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+    return folded.strip(_STRIP_CHARS)
+
+
+def keyword_terms(keyword: str) -> str:
+    """The term the funnel's keyword matcher builds: casefolded, non-alphanumerics become spaces."""
+    folded = unicodedata.normalize("NFKC", keyword).casefold()
+    return " ".join("".join(ch if ch.isalnum() else " " for ch in folded).split())
+
+
+def _section_key(title: str) -> str | None:
+    upper = title.strip().strip("*_` ").upper()
+    for key in TEMPLATE_ORDER:
+        if upper.startswith(key):
+            return key
+    if upper.startswith("OUTPUT"):
+        return OUTPUT_SECTION
+    return None
+
+
+def split_sections(body: str, first_line: int = 1) -> list[Section]:
+    """Split a policy body on Markdown headings; text before the first heading is dropped.
+
+    A sub-heading that is not itself a template heading stays inside the enclosing template
+    section (e.g. "### Borderline" under "## EXAMPLES"). Headings inside ``` fences are text.
+    """
+    sections: list[Section] = []
+    # (key, title, level, line) of the open section, and its content lines
+    current: tuple[str | None, str, int, int] | None = None
+    content: list[tuple[int, str]] = []
+
+    def close() -> None:
+        if current is not None:
+            key, title, level, line = current
+            sections.append(Section(key=key, title=title, level=level, line=line, lines=tuple(content)))
+
+    in_fence = False
+    for offset, raw in enumerate(body.splitlines()):
+        number = first_line + offset
+        if raw.lstrip().startswith("```"):
+            in_fence = not in_fence
+        match = None if in_fence else _HEADING_RE.match(raw)
+        if match is not None:
+            level = len(match.group("hashes"))
+            key = _section_key(match.group("title"))
+            nested = current is not None and key is None and current[0] is not None and level > current[2]
+            if not nested:
+                close()
+                current = (key, match.group("title"), level, number)
+                content = []
+                continue
+        if current is not None:
+            content.append((number, raw))
+    close()
+    return sections
+
+
+def parse_examples(sections: Iterable[Section]) -> list[Example]:
+    examples: list[Example] = []
+    for section in sections:
+        for number, text in section.lines:
+            match = _EXAMPLE_RE.match(text)
+            if match is None:
+                continue
+            answer = match.group("answer")
+            label_match = _LABEL_RE.search(answer)
+            ids_match = _RULE_IDS_RE.search(answer)
+            ids = tuple(re.findall(r'"([^"]+)"', ids_match.group("ids"))) if ids_match else ()
+            examples.append(
+                Example(
+                    line=number,
+                    content=match.group("content"),
+                    label=int(label_match.group("label")) if label_match else None,
+                    rule_ids=ids,
+                    section=section.key,
+                )
+            )
+    return examples
+
+
+def _body_first_line(data: bytes) -> int:
+    """1-based file line number of the first body line `parse_policy` keeps (after the fence)."""
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    fences = [i for i, line in enumerate(lines) if line.strip() == "---"]
+    if len(fences) < 2:
+        return 1
+    index = fences[1] + 1
+    while index < len(lines) and not lines[index].strip():
+        index += 1
+    return index + 1
+
+
+def lint_policy(policy: Policy, body_first_line: int = 1) -> list[LintFinding]:
+    """All checks that need only one parsed policy (everything except duplicate ids)."""
+    findings: list[LintFinding] = []
+
+    def add(severity: LintSeverity, code: str, message: str, line: int | None = None) -> None:
+        findings.append(LintFinding(policy.path, policy.id, severity, code, message, line))
+
+    body = policy.prompt
+    sections = split_sections(body, body_first_line)
+    by_key: dict[str, list[Section]] = {}
+    for section in sections:
+        if section.key is not None:
+            by_key.setdefault(section.key, []).append(section)
+
+    # --- template sections -------------------------------------------------------------
+    for key in REQUIRED_SECTIONS:
+        if key not in by_key:
+            add("error", "missing-section", f'no "## {key}" section (the gpt-oss-safeguard template needs it)')
+    present = [s.key for s in sections if s.key is not None]
+    first_seen = list(dict.fromkeys(present))
+    expected = [k for k in TEMPLATE_ORDER if k in first_seen]
+    if first_seen != expected:
+        add(
+            "warning",
+            "section-order",
+            f"sections appear as {', '.join(first_seen)}; the template order is {', '.join(expected)}",
+        )
+
+    # --- output format ---------------------------------------------------------------------
+    skeletons = [
+        s for s in _JSON_SKELETON_RE.findall(body) if all(f'"{f}"' in s for f in REQUIRED_ANSWER_FIELDS)
+    ]
+    output_sections = by_key.get(OUTPUT_SECTION, [])
+    if not output_sections and not skeletons:
+        add(
+            "error",
+            "no-output-format",
+            'no "## OUTPUT FORMAT" section and no JSON skeleton naming "violation" and "confidence"',
+        )
+    elif output_sections:
+        text = "\n".join(s.text for s in output_sections)
+        missing = [f for f in REQUIRED_ANSWER_FIELDS if f not in text]
+        if missing:
+            add(
+                "error",
+                "output-format-incomplete",
+                f"the OUTPUT FORMAT section does not name {', '.join(missing)}; answers without "
+                "them are rejected by the worker",
+                output_sections[0].line,
+            )
+
+    # --- length ----------------------------------------------------------------------------
+    tokens = approx_tokens(body)
+    if tokens < TOKENS_ERROR_MIN:
+        add("error", "body-too-short", f"body is ~{tokens} tokens (< {TOKENS_ERROR_MIN}); aim for 400-600")
+    elif tokens < TOKENS_WARN_MIN:
+        add("warning", "body-short", f"body is ~{tokens} tokens (< {TOKENS_WARN_MIN}); aim for 400-600")
+    elif tokens > TOKENS_ERROR_MAX:
+        add("error", "body-too-long", f"body is ~{tokens} tokens (> {TOKENS_ERROR_MAX}); aim for 400-600")
+    elif tokens > TOKENS_WARN_MAX:
+        add("warning", "body-long", f"body is ~{tokens} tokens (> {TOKENS_WARN_MAX}); aim for 400-600")
+
+    # --- labels that contradict their section ------------------------------------------------
+    for key, wrong in (("VIOLATES", "0"), ("SAFE", "1")):
+        for section in by_key.get(key, []):
+            for number, text in section.lines:
+                for match in _LABEL_RE.finditer(text):
+                    if match.group("label") == wrong:
+                        add(
+                            "error",
+                            "example-label-contradiction",
+                            f'an example in the {key} section is labelled "violation": {wrong}',
+                            number,
+                        )
+
+    # --- labelled examples -------------------------------------------------------------------
+    examples = parse_examples(sections)
+    labelled = [e for e in examples if e.label is not None]
+    in_examples = [e for e in labelled if e.section == "EXAMPLES"]
+    if "EXAMPLES" in by_key and not {0, 1} <= {e.label for e in in_examples}:
+        have = sorted({str(e.label) for e in in_examples}) or ["none"]
+        add(
+            "warning",
+            "examples-one-sided",
+            f"EXAMPLES should show both labels (found: {', '.join(have)}); "
+            'write lines like Content: "..." → {"violation": 1, ...}',
+            by_key["EXAMPLES"][0].line,
+        )
+    for example in examples:
+        if example.label is None:
+            add("warning", "example-unlabelled", 'example has no "violation": 0|1 label', example.line)
+
+    seen_labels: dict[str, Example] = {}
+    for example in labelled:
+        norm = normalise_text(example.content)
+        earlier = seen_labels.get(norm)
+        if earlier is not None and earlier.label != example.label:
+            add(
+                "error",
+                "conflicting-examples",
+                f"the same content is labelled {earlier.label} on line {earlier.line} and {example.label} here",
+                example.line,
+            )
+        seen_labels.setdefault(norm, example)
+
+    # --- rule ids ------------------------------------------------------------------------------
+    defined: set[str] = set()
+    for section in by_key.get("VIOLATES", []):
+        for _, text in section.lines:
+            rule = _RULE_DEF_RE.match(text)
+            if rule is not None:
+                defined.add(rule.group("id"))
+    if "VIOLATES" in by_key and not defined:
+        add(
+            "warning",
+            "rules-without-ids",
+            "VIOLATES rules carry no ids (e.g. **SP1**), so rule_ids in answers mean nothing",
+            by_key["VIOLATES"][0].line,
+        )
+    elif defined:
+        for example in labelled:
+            for rule_id in example.rule_ids:
+                if rule_id not in defined:
+                    add(
+                        "warning",
+                        "unknown-rule-id",
+                        f"example cites {rule_id!r}, which no VIOLATES rule defines",
+                        example.line,
+                    )
+
+    # --- funnel hints -------------------------------------------------------------------------
+    funnel = policy.meta.funnel
+    exemplars = {normalise_text(e): e for e in funnel.exemplars}
+    for example in labelled:
+        if example.label == 0 and normalise_text(example.content) in exemplars:
+            add(
+                "error",
+                "exemplar-labelled-safe",
+                f"funnel exemplar {exemplars[normalise_text(example.content)]!r} is an example labelled 0",
+                example.line,
+            )
+    for section in by_key.get("SAFE", []):
+        for number, text in section.lines:
+            for match in _QUOTED_RE.finditer(text):
+                quoted = normalise_text(match.group(1) or match.group(2))
+                if quoted in exemplars:
+                    add(
+                        "error",
+                        "exemplar-labelled-safe",
+                        f"funnel exemplar {exemplars[quoted]!r} is quoted as SAFE",
+                        number,
+                    )
+
+    if not funnel.keywords:
+        add("warning", "empty-keywords", "funnel.keywords is empty: the keyword stage never selects this policy")
+    if not funnel.exemplars:
+        add("warning", "empty-exemplars", "funnel.exemplars is empty: the similarity stage has nothing to match")
+    terms: dict[str, str] = {}
+    for keyword in funnel.keywords:
+        term = keyword_terms(keyword)
+        if not term:
+            add("warning", "keyword-unmatchable", f"keyword {keyword!r} has no letters or digits; it never matches")
+        elif term in terms:
+            add(
+                "warning",
+                "keyword-duplicate",
+                f"keyword {keyword!r} matches the same words as {terms[term]!r}",
+            )
+        else:
+            terms[term] = keyword
+    for pattern in funnel.patterns:
+        try:
+            compiled = re.compile(pattern)
+        except re.error as exc:
+            add("error", "invalid-pattern", f"funnel pattern {pattern!r} does not compile: {exc}")
+            continue
+        if compiled.search("") is not None:
+            add(
+                "error",
+                "pattern-matches-everything",
+                f"funnel pattern {pattern!r} matches the empty string, so every post would be a candidate",
+            )
+    if funnel.very_sure < funnel.threshold:
+        add(
+            "warning",
+            "thresholds-inverted",
+            f"funnel.very_sure ({funnel.very_sure}) is below funnel.threshold ({funnel.threshold})",
+        )
+
+    # --- escalation ------------------------------------------------------------------------------
+    quoted_names = {normalise_text(a or b) for a, b in _QUOTED_RE.findall(body)}
+    for category in policy.meta.escalation.severe_categories:
+        if normalise_text(category) not in quoted_names:
+            add(
+                "warning",
+                "severe-category-unknown",
+                f'severe category {category!r} is never named in quotes in the body ("{category}"), '
+                "so the model has no reason to answer it as policy_category",
+            )
+    return findings
+
+
+def lint_policy_bytes(data: bytes, path: Path) -> tuple[Policy | None, list[LintFinding]]:
+    """Parse one file and lint it; an unparsable file yields one `invalid-policy` error."""
+    try:
+        policy = parse_policy(data, path)
+    except PolicyError as exc:
+        message = str(exc).removeprefix(f"{path}: ")
+        return None, [LintFinding(path, None, "error", "invalid-policy", message)]
+    return policy, lint_policy(policy, _body_first_line(data))
+
+
+def policy_files(directory: Path) -> list[Path]:
+    """The files `load_policy_dir` would load: `*.md`, not starting with `_` or `.`, sorted."""
+    return sorted(p for p in directory.glob("*.md") if not p.name.startswith(("_", ".")))
+
+
+def lint_policy_dir(directory: Path) -> list[LintFinding]:
+    """Lint every policy file in `directory` (the same files `load_policy_dir` loads)."""
+    if not directory.is_dir():
+        return [LintFinding(directory, None, "error", "no-policies", f"{directory} is not a directory")]
+    files = policy_files(directory)
+    if not files:
+        return [LintFinding(directory, None, "error", "no-policies", f"{directory} holds no *.md policy files")]
+    findings: list[LintFinding] = []
+    seen: dict[str, Path] = {}
+    for path in files:
+        policy, file_findings = lint_policy_bytes(path.read_bytes(), path)
+        findings.extend(file_findings)
+        if policy is None:
+            continue
+        if policy.id in seen:
+            findings.append(
+                LintFinding(
+                    path,
+                    policy.id,
+                    "error",
+                    "duplicate-id",
+                    f"policy id {policy.id!r} is also used by {seen[policy.id]}",
+                )
+            )
+        else:
+            seen[policy.id] = path
+    return findings
+
+
+def has_errors(findings: Iterable[LintFinding]) -> bool:
+    return any(f.severity == "error" for f in findings)
+
+
+def format_findings(findings: Sequence[LintFinding]) -> str:
+    """One line per finding, `path:line: severity [code] policy: message`, then a summary line."""
+    ordered = sorted(
+        findings,
+        key=lambda f: (str(f.path), f.line or 0, f.severity != "error", f.code),
+    )
+    lines = []
+    for f in ordered:
+        where = f"{f.path}:{f.line}" if f.line is not None else str(f.path)
+        who = f" {f.policy_id}:" if f.policy_id else ""
+        message = f.message.replace("\n", "\n    ")
+        lines.append(f"{where}: {f.severity} [{f.code}]{who} {message}")
+    errors = sum(1 for f in findings if f.severity == "error")
+    warnings = len(findings) - errors
+    if not findings:
+        lines.append("no problems found")
+    else:
+        lines.append(f"{errors} error{'s' if errors != 1 else ''}, {warnings} warning{'s' if warnings != 1 else ''}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m worker.lint DIR [DIR ...]`: print the findings; exit status 1 if any is an error."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        print("usage: python -m worker.lint POLICY_DIR [POLICY_DIR ...]", file=sys.stderr)
+        return 2
+    findings = [finding for arg in args for finding in lint_policy_dir(Path(arg))]
+    print(format_findings(findings))
+    return 1 if has_errors(findings) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

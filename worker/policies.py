@@ -1,0 +1,139 @@
+"""Policy files (DESIGN §8): Markdown with YAML front matter, one policy per file.
+
+The body is the prompt sent to the judge as the system message, byte for byte; the front
+matter carries the funnel hints and escalation knobs. `version` is a hash of the whole file,
+so any edit (prompt or hints) yields a new version that is stamped on every verdict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from worker.contracts import Confidence
+
+Severity = Literal["low", "medium", "high", "severe"]
+FRONT_MATTER_FENCE = "---"
+
+
+class PolicyError(ValueError):
+    """A policy file that cannot be used; the message names the file and the problem."""
+
+
+class FunnelHints(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    keywords: list[str] = Field(default_factory=list)
+    patterns: list[str] = Field(default_factory=list)
+    exemplars: list[str] = Field(default_factory=list)
+    # Score at or above which a post becomes a judge candidate for this policy.
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    # Score at or above which the funnel is "very sure" (a tier-1 "safe" then escalates).
+    very_sure: float = Field(default=0.95, ge=0.0, le=1.0)
+
+
+class EscalationHints(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Tier-1 answers below this confidence escalate to tier 2.
+    min_confidence: Confidence = "high"
+    # Categories whose "violation" must be confirmed by tier 2 before it hides anything.
+    severe_categories: list[str] = Field(default_factory=list)
+
+
+class PolicyFrontMatter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{1,63}$")
+    title: str
+    severity: Severity = "medium"
+    # Shadow policies are judged and audited but never change the decision.
+    shadow: bool = False
+    funnel: FunnelHints = Field(default_factory=FunnelHints)
+    escalation: EscalationHints = Field(default_factory=EscalationHints)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    meta: PolicyFrontMatter
+    prompt: str
+    version: str
+    path: Path
+
+    @property
+    def id(self) -> str:
+        return self.meta.id
+
+
+def content_version(data: bytes) -> str:
+    """A short, stable content hash: sha256 of the file bytes, first 16 hex chars."""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def parse_policy(data: bytes, path: Path) -> Policy:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{path}: not UTF-8 ({exc})") from exc
+    lines = text.splitlines(keepends=True)
+    if not lines or lines[0].strip() != FRONT_MATTER_FENCE:
+        raise PolicyError(f"{path}: must start with a '---' line opening the YAML front matter")
+    try:
+        end = next(i for i in range(1, len(lines)) if lines[i].strip() == FRONT_MATTER_FENCE)
+    except StopIteration:
+        raise PolicyError(f"{path}: front matter is not closed by a '---' line") from None
+    try:
+        raw_meta = yaml.safe_load("".join(lines[1:end])) or {}
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{path}: front matter is not valid YAML: {exc}") from exc
+    try:
+        meta = PolicyFrontMatter.model_validate(raw_meta)
+    except ValidationError as exc:
+        raise PolicyError(f"{path}: invalid front matter:\n{exc}") from exc
+    prompt = "".join(lines[end + 1 :]).strip() + "\n"
+    if len(prompt.strip()) == 0:
+        raise PolicyError(f"{path}: the policy prompt (the text after the front matter) is empty")
+    return Policy(meta=meta, prompt=prompt, version=content_version(data), path=path)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySet:
+    """An immutable snapshot of a policy directory; a post is judged under one snapshot."""
+
+    policies: tuple[Policy, ...]
+    directory: Path
+
+    @property
+    def version(self) -> str:
+        joined = "\n".join(f"{p.id}:{p.version}" for p in self.policies).encode()
+        return content_version(joined)
+
+    def by_id(self) -> dict[str, Policy]:
+        return {p.id: p for p in self.policies}
+
+    @property
+    def live(self) -> tuple[Policy, ...]:
+        return tuple(p for p in self.policies if not p.meta.shadow)
+
+
+def load_policy_dir(directory: Path) -> PolicySet:
+    """Load every `*.md` policy in `directory` (sorted by name); refuse duplicates and empty dirs."""
+    if not directory.is_dir():
+        raise PolicyError(f"policies directory {directory} does not exist (set MODSTREAM_POLICIES_DIR)")
+    files = sorted(p for p in directory.glob("*.md") if not p.name.startswith(("_", ".")))
+    if not files:
+        raise PolicyError(f"policies directory {directory} holds no *.md policy files")
+    policies: list[Policy] = []
+    seen: dict[str, Path] = {}
+    for path in files:
+        policy = parse_policy(path.read_bytes(), path)
+        if policy.id in seen:
+            raise PolicyError(f"{path}: duplicate policy id {policy.id!r} (also in {seen[policy.id]})")
+        seen[policy.id] = path
+        policies.append(policy)
+    return PolicySet(policies=tuple(policies), directory=directory)

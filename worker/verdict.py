@@ -1,0 +1,101 @@
+"""Verdict assembly: pure functions turning per-policy outcomes into the published Verdict and
+the restricted AuditRecord (the only place the chain of thought is kept)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from funnel import FunnelResult
+from worker.contracts import (
+    AuditRecord,
+    Decision,
+    FunnelSummary,
+    PolicyResult,
+    SourceRef,
+    Tier,
+    Verdict,
+)
+from worker.escalate import PolicyOutcome
+from worker.judge import JudgeCall
+
+WORKER_VERSION = "0.1.0"
+
+
+def funnel_summary(result: FunnelResult) -> FunnelSummary:
+    return FunnelSummary(
+        candidates=list(result.candidates),
+        scores={k: round(v, 4) for k, v in result.scores.items()},
+        signals={k: list(v) for k, v in result.signals.items()},
+    )
+
+
+def policy_result(outcome: PolicyOutcome) -> PolicyResult:
+    policy, answer = outcome.policy, outcome.deciding.answer
+    if answer is None:
+        failure = outcome.deciding.failure or "no answer"
+        return PolicyResult(
+            policy_id=policy.id,
+            policy_version=policy.version,
+            violation=False,
+            confidence="low",
+            rationale=f"no valid answer from {outcome.deciding.tier} ({failure}); sent to human review",
+        )
+    return PolicyResult(
+        policy_id=policy.id,
+        policy_version=policy.version,
+        violation=answer.violation == 1,
+        category=answer.policy_category,
+        rule_ids=answer.rule_ids,
+        confidence=answer.confidence,
+        rationale=answer.rationale[:500],
+    )
+
+
+def decide(outcomes: Sequence[PolicyOutcome]) -> Decision:
+    """hide beats review beats allow: a decided violation hides now; open questions go to humans."""
+    if any(not o.unresolved and o.deciding.answer is not None and o.deciding.answer.violation == 1 for o in outcomes):
+        return "hide"
+    if any(o.unresolved for o in outcomes):
+        return "review"
+    return "allow"
+
+
+def assemble_verdict(
+    post_id: str,
+    outcomes: Sequence[PolicyOutcome],
+    funnel: FunnelResult,
+    source: SourceRef,
+    latency_ms: float,
+) -> Verdict:
+    """Shadow policies must already be filtered out: they never change the decision."""
+    calls = [o.deciding for o in outcomes]
+    tier: Tier = "funnel"
+    if calls:
+        tier = "t2" if any(c.tier == "t2" for c in calls) else "t1"
+    top = next((c for c in calls if c.tier == tier), None)
+    reasons = sorted({r for o in outcomes for r in o.escalation_reasons})
+    return Verdict(
+        post_id=post_id,
+        decision=decide(outcomes),
+        results=[policy_result(o) for o in outcomes],
+        tier=tier,
+        model=top.audit.model if top else None,
+        reasoning_effort=top.audit.reasoning_effort if top else None,
+        escalated=bool(reasons),
+        escalation_reasons=list(reasons),
+        funnel=funnel_summary(funnel),
+        latency_ms=round(latency_ms, 2),
+        decided_at=datetime.now(UTC),
+        worker_version=WORKER_VERSION,
+        source=source,
+    )
+
+
+def assemble_audit(verdict: Verdict, calls: Sequence[JudgeCall]) -> AuditRecord:
+    return AuditRecord(
+        post_id=verdict.post_id,
+        decision=verdict.decision,
+        calls=[c.audit for c in calls],
+        source=verdict.source,
+    )
