@@ -127,7 +127,7 @@ def schemas(out_dir: Path) -> None:
 
 @cli.group()
 def policy() -> None:
-    """Check policy files."""
+    """Work with policy files: the plain-language rules the judges apply (see docs/writing-policies.md)."""
 
 
 @policy.command("lint")

@@ -28,6 +28,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_POSTS = REPO_ROOT / "examples" / "demo_posts.jsonl"
 DEFAULT_POLICIES = REPO_ROOT / "policies"
 JudgeKind = Literal["sim", "llama"]
+# The demo stops its own broker at the end: broker disconnects are expected, not worth a log line.
+QUIET = {"log.connection.close": False}
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,8 @@ def load_sample_records(path: Path) -> list[SampleRecord]:
             continue
         data: Any = orjson.loads(line)
         label = f"line-{number}"
+        if isinstance(data, dict) and isinstance(data.get("__key__"), str):
+            label = data["__key__"]
         if isinstance(data, dict) and "__raw__" in data:
             records.append(SampleRecord(label.encode(), str(data["__raw__"]).encode(), label))
         elif isinstance(data, dict) and "__raw_b64__" in data:
@@ -60,7 +64,7 @@ def load_sample_records(path: Path) -> list[SampleRecord]:
 
 
 def produce_records(bootstrap: str, topic: str, records: list[SampleRecord]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, **QUIET})
     for record in records:
         producer.produce(topic, key=record.key, value=record.value)
     remaining = producer.flush(30)
@@ -76,6 +80,7 @@ def collect(bootstrap: str, topics: list[str], expected: int, timeout_s: float) 
             "group.id": f"modstream-demo-reader-{time.time_ns()}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
+            **QUIET,
         }
     )
     # assign(), not subscribe(): a reader needs no consumer group (and Tansu's joins are slow).
@@ -137,8 +142,14 @@ def run_demo(
         console.print(f"[bold]broker[/] Tansu on {broker.bootstrap_servers}; topics {', '.join(topics)}")
         console.print(f"[bold]judges[/] t1 {t1['base_urls'][0]} ({t1['model']}), t2 {t2['base_urls'][0]}")
         settings = Settings(
-            kafka={"bootstrap_servers": broker.bootstrap_servers, "group_id": "modstream-demo",
-                   "session_timeout_ms": 6000, "heartbeat_interval_ms": 500, "commit_interval_s": 0.5},
+            kafka={
+                "bootstrap_servers": broker.bootstrap_servers,
+                "group_id": "modstream-demo",
+                "session_timeout_ms": 6000,
+                "heartbeat_interval_ms": 500,
+                "commit_interval_s": 0.5,
+                "extra": QUIET,
+            },
             judge_t1=t1,
             judge_t2=t2,
             policies_dir=policies_dir,

@@ -26,6 +26,10 @@ TRIGGER_PHRASES: tuple[str, ...] = (
     "kill you", "die", "kys", "hate", "nazi", "bomb", "gun", "shoot up", "terrorist",
     "nude", "nudes", "paid review", "5 stars", "five stars", "fake review",
     "self harm", "self-harm", "cut myself", "suicide",
+    # Phrases of the shipped demo posts' obvious violations, so `modstream demo` reads sensibly.
+    "btc", "aimbot", "5 star google review", "pills would it take", "worthless", "rats spreading",
+    "with a rifle", "0nlyf4ns", "year olds dm", "stab you", "glock", "caliphate", "verify your login",
+    "k y s", "dead man walking",
 )  # fmt: skip
 _TRIGGER_RE = re.compile(r"(?<!\w)(" + "|".join(re.escape(p) for p in TRIGGER_PHRASES) + r")(?!\w)")
 

