@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from worker.policies import Policy, PolicyError, parse_policy
+from worker.policies import Policy, PolicyError, parse_policy, policy_files
 
 LintSeverity = Literal["error", "warning"]
 
@@ -225,9 +225,7 @@ def lint_policy(policy: Policy, body_first_line: int = 1) -> list[LintFinding]:
         )
 
     # --- output format ---------------------------------------------------------------------
-    skeletons = [
-        s for s in _JSON_SKELETON_RE.findall(body) if all(f'"{f}"' in s for f in REQUIRED_ANSWER_FIELDS)
-    ]
+    skeletons = [s for s in _JSON_SKELETON_RE.findall(body) if all(f'"{f}"' in s for f in REQUIRED_ANSWER_FIELDS)]
     output_sections = by_key.get(OUTPUT_SECTION, [])
     if not output_sections and not skeletons:
         add(
@@ -406,11 +404,6 @@ def lint_policy_bytes(data: bytes, path: Path) -> tuple[Policy | None, list[Lint
         message = str(exc).removeprefix(f"{path}: ")
         return None, [LintFinding(path, None, "error", "invalid-policy", message)]
     return policy, lint_policy(policy, _body_first_line(data))
-
-
-def policy_files(directory: Path) -> list[Path]:
-    """The files `load_policy_dir` would load: `*.md`, not starting with `_` or `.`, sorted."""
-    return sorted(p for p in directory.glob("*.md") if not p.name.startswith(("_", ".")))
 
 
 def lint_policy_dir(directory: Path) -> list[LintFinding]:

@@ -121,11 +121,16 @@ class PolicySet:
         return tuple(p for p in self.policies if not p.meta.shadow)
 
 
+def policy_files(directory: Path) -> list[Path]:
+    """The policy files of a directory: `*.md`, not starting with `_` or `.`, sorted by name."""
+    return sorted(p for p in directory.glob("*.md") if not p.name.startswith(("_", ".")))
+
+
 def load_policy_dir(directory: Path) -> PolicySet:
     """Load every `*.md` policy in `directory` (sorted by name); refuse duplicates and empty dirs."""
     if not directory.is_dir():
         raise PolicyError(f"policies directory {directory} does not exist (set MODSTREAM_POLICIES_DIR)")
-    files = sorted(p for p in directory.glob("*.md") if not p.name.startswith(("_", ".")))
+    files = policy_files(directory)
     if not files:
         raise PolicyError(f"policies directory {directory} holds no *.md policy files")
     policies: list[Policy] = []
