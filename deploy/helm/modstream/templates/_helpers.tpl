@@ -1,0 +1,135 @@
+{{/* vim: set filetype=mustache: */}}
+
+{{- define "modstream.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "modstream.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "modstream.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels on every object. */}}
+{{- define "modstream.labels" -}}
+helm.sh/chart: {{ include "modstream.chart" . }}
+app.kubernetes.io/name: {{ include "modstream.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: modstream
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Selector labels; call with (dict "ctx" $ "component" "worker"). */}}
+{{- define "modstream.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "modstream.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "modstream.workerName" -}}
+{{- printf "%s-worker" (include "modstream.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Name of the vLLM objects of a tier; call with (dict "ctx" $ "tier" "t1"). */}}
+{{- define "modstream.vllmName" -}}
+{{- printf "%s-vllm-%s" (include "modstream.fullname" .ctx) .tier | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "modstream.serviceAccountName" -}}
+{{- if .Values.worker.serviceAccount.create -}}
+{{- default (include "modstream.workerName" .) .Values.worker.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.worker.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "modstream.workerImage" -}}
+{{- $tag := default .Chart.AppVersion .Values.worker.image.tag -}}
+{{- printf "%s:%s" .Values.worker.image.repository $tag -}}
+{{- end -}}
+
+{{- define "modstream.vllmImage" -}}
+{{- printf "%s:%s" .Values.vllm.image.repository .Values.vllm.image.tag -}}
+{{- end -}}
+
+{{/* Served model name of a vLLM tier; call with (dict "ctx" $ "tier" "t1"). */}}
+{{- define "modstream.servedModelName" -}}
+{{- $t := index .ctx.Values.vllm .tier -}}
+{{- default $t.model $t.servedModelName -}}
+{{- end -}}
+
+{{/* Judge base URLs as a JSON list; call with (dict "ctx" $ "tier" "t1"). */}}
+{{- define "modstream.judgeBaseUrls" -}}
+{{- $judge := index .ctx.Values.judges .tier -}}
+{{- $v := index .ctx.Values.vllm .tier -}}
+{{- if $judge.baseUrls -}}
+{{- toJson $judge.baseUrls -}}
+{{- else if $v.enabled -}}
+{{- list (printf "http://%s:%v/v1" (include "modstream.vllmName" .) .ctx.Values.vllm.service.port) | toJson -}}
+{{- else -}}
+{{- fail (printf "judges.%s.baseUrls is empty and vllm.%s.enabled is false: point the worker at a judge server" .tier .tier) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Judge model name; call with (dict "ctx" $ "tier" "t1"). */}}
+{{- define "modstream.judgeModel" -}}
+{{- $judge := index .ctx.Values.judges .tier -}}
+{{- default (include "modstream.servedModelName" .) $judge.model -}}
+{{- end -}}
+
+{{/* Judge in-flight cap; defaults to the tier's max-num-seqs. */}}
+{{- define "modstream.judgeMaxInFlight" -}}
+{{- $judge := index .ctx.Values.judges .tier -}}
+{{- $v := index .ctx.Values.vllm .tier -}}
+{{- if $judge.maxInFlight -}}
+{{- $judge.maxInFlight | int -}}
+{{- else -}}
+{{- $v.maxNumSeqs | int -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Whether the worker mounts a policies directory from ConfigMaps. */}}
+{{- define "modstream.hasPolicyConfigMaps" -}}
+{{- if or .Values.existingPoliciesConfigMap .Values.policies -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+librdkafka pass-through (MODSTREAM_KAFKA__EXTRA) as a JSON object, built from
+kafka.extra, kafka.sasl and kafka.tls. Secret values are referenced as $(VAR), which
+the kubelet expands from env vars defined earlier in the same container.
+*/}}
+{{- define "modstream.kafkaExtraJson" -}}
+{{- $extra := deepCopy (default dict .Values.kafka.extra) -}}
+{{- if .Values.kafka.sasl.enabled -}}
+{{- $_ := set $extra "security.protocol" .Values.kafka.sasl.securityProtocol -}}
+{{- $_ := set $extra "sasl.mechanism" .Values.kafka.sasl.mechanism -}}
+{{- $_ := set $extra "sasl.username" "$(KAFKA_SASL_USERNAME)" -}}
+{{- $_ := set $extra "sasl.password" "$(KAFKA_SASL_PASSWORD)" -}}
+{{- end -}}
+{{- if .Values.kafka.tls.caSecret -}}
+{{- if not (hasKey $extra "security.protocol") -}}
+{{- $_ := set $extra "security.protocol" "SSL" -}}
+{{- end -}}
+{{- $_ := set $extra "ssl.ca.location" (printf "/etc/modstream/kafka-ca/%s" .Values.kafka.tls.caKey) -}}
+{{- end -}}
+{{- if .Values.kafka.tls.clientCertSecret -}}
+{{- $_ := set $extra "ssl.certificate.location" (printf "/etc/modstream/kafka-client/%s" .Values.kafka.tls.certKey) -}}
+{{- $_ := set $extra "ssl.key.location" (printf "/etc/modstream/kafka-client/%s" .Values.kafka.tls.keyKey) -}}
+{{- end -}}
+{{- if $extra -}}{{- toJson $extra -}}{{- end -}}
+{{- end -}}
