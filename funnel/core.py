@@ -1,81 +1,166 @@
-"""Funnel interface and the minimal keyword stage (normalise, then whole-word match)."""
+"""`Funnel`: normalise → keywords + patterns → embedding similarity → score → decide.
+
+Built once per policy-set version (`Funnel.build`); `score_batch` is the hot path. The
+embedding model is loaded once per process and shared between builds (embed.load_embedder),
+compiled Hyperscan databases are cached (hs.py), so a policy reload costs well under a second.
+"""
 
 from __future__ import annotations
 
-import unicodedata
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-import ahocorasick
+import numpy as np
+import numpy.typing as npt
 
+from funnel.embed import DEFAULT_MODEL_DIR, ExemplarIndex, StaticEmbedder, load_embedder
+from funnel.keywords import KeywordStage, evidence_counts
+from funnel.normalise import Normalised, normalise
+from funnel.patterns import PatternStage
+from funnel.score import DEFAULT_WEIGHTS, Weights, combine, embedding_evidence, lexical_evidence
+from funnel.spec import FunnelResult, PolicySpec
 
-@dataclass(frozen=True, slots=True)
-class PolicySpec:
-    """What the funnel needs from one policy (its front matter's `funnel:` block)."""
-
-    id: str
-    keywords: tuple[str, ...] = ()
-    patterns: tuple[str, ...] = ()
-    exemplars: tuple[str, ...] = ()
-    threshold: float = 0.5
-    very_sure: float = 0.95
-
-
-@dataclass(frozen=True, slots=True)
-class FunnelResult:
-    """Per post: which policies it is a candidate for, the scores, and the signals that fired."""
-
-    candidates: list[str]
-    scores: dict[str, float]
-    signals: dict[str, list[str]] = field(default_factory=dict)
-    very_sure: list[str] = field(default_factory=list)
-
-    @property
-    def is_candidate(self) -> bool:
-        return bool(self.candidates)
-
-
-def normalise(text: str) -> str:
-    """NFKC + casefold; whitespace collapsed. Words are then matched on ` word ` boundaries."""
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
-
-
-def _word_chars(text: str) -> str:
-    return "".join(ch if ch.isalnum() else " " for ch in text)
+FloatMatrix = npt.NDArray[np.float32]
 
 
 class Funnel:
-    def __init__(self, policies: Sequence[PolicySpec]) -> None:
+    """Safe to call from one thread at a time; a lock serialises concurrent callers."""
+
+    def __init__(
+        self,
+        policies: Sequence[PolicySpec],
+        *,
+        embedder: StaticEmbedder | None = None,
+        engine: str = "auto",
+        weights: Weights = DEFAULT_WEIGHTS,
+    ) -> None:
+        ids = [p.id for p in policies]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"duplicate policy ids in {ids}")
         self.policies = tuple(policies)
-        self._automaton = ahocorasick.Automaton()
-        terms: dict[str, list[str]] = {}
-        for policy in self.policies:
-            for keyword in policy.keywords:
-                term = " " + " ".join(_word_chars(normalise(keyword)).split()) + " "
-                terms.setdefault(term, []).append(policy.id)
-        for term, owners in terms.items():
-            self._automaton.add_word(term, (term.strip(), tuple(owners)))
-        self._empty = not terms
-        if not self._empty:
-            self._automaton.make_automaton()
+        self.policy_ids = ids
+        self.weights = weights
+        self._column = {pid: i for i, pid in enumerate(ids)}
+        self.keywords = KeywordStage(self.policies, engine)
+        self.patterns = PatternStage(self.policies, engine)
+        self.embedder = embedder
+        self.exemplars: ExemplarIndex | None = None
+        if embedder is not None:
+            # Exemplars go through the same normaliser as posts, so both meet in `words` form.
+            groups = [(p.id, [normalise(x).words for x in p.exemplars]) for p in self.policies]
+            self.exemplars = ExemplarIndex(embedder, groups)
+            self._exemplar_columns = np.array([self._column[pid] for pid in self.exemplars.policy_ids], dtype=np.int64)
+        self._thresholds = np.array([p.threshold for p in self.policies], dtype=np.float32)
+        self._very_sure = np.maximum(self._thresholds, np.array([p.very_sure for p in self.policies], np.float32))
+        self._lock = threading.Lock()
 
     @classmethod
-    def build(cls, policies: Sequence[PolicySpec]) -> Funnel:
-        return cls(policies)
+    def build(
+        cls,
+        policies: Sequence[PolicySpec],
+        *,
+        model_dir: Path | None = DEFAULT_MODEL_DIR,
+        engine: str = "auto",
+        weights: Weights = DEFAULT_WEIGHTS,
+    ) -> Funnel:
+        """`model_dir=None` turns the embedding stage off (keywords and patterns only)."""
+        embedder = load_embedder(Path(model_dir)) if model_dir is not None else None
+        return cls(policies, embedder=embedder, engine=engine, weights=weights)
+
+    def describe(self) -> dict[str, Any]:
+        """What was built, for logs and `/status`."""
+        return {
+            "policies": self.policy_ids,
+            "keyword_engine": self.keywords.engine,
+            "keyword_literals": len(self.keywords.literals),
+            "pattern_engine": self.patterns.engine,
+            "patterns": len(self.patterns.patterns),
+            "embedding_model": str(self.embedder.model_dir) if self.embedder else None,
+        }
 
     def score(self, text: str) -> FunnelResult:
-        signals: dict[str, list[str]] = {}
-        if not self._empty:
-            haystack = " " + " ".join(_word_chars(normalise(text)).split()) + " "
-            for _end, (term, owners) in self._automaton.iter(haystack):
-                for owner in owners:
-                    hits = signals.setdefault(owner, [])
-                    if f"keyword:{term}" not in hits:
-                        hits.append(f"keyword:{term}")
-        scores = {p.id: (1.0 if p.id in signals else 0.0) for p in self.policies}
-        candidates = [p.id for p in self.policies if scores[p.id] >= p.threshold and scores[p.id] > 0]
-        very_sure = [p.id for p in self.policies if scores[p.id] >= p.very_sure and scores[p.id] > 0]
-        return FunnelResult(candidates=candidates, scores=scores, signals=signals, very_sure=very_sure)
+        return self.score_batch([text])[0]
 
     def score_batch(self, texts: Sequence[str]) -> list[FunnelResult]:
-        return [self.score(text) for text in texts]
+        with self._lock:
+            scored = self._score([normalise(t) for t in texts])
+        return self._results(scored)
+
+    def score_matrix(self, texts: Sequence[str]) -> FloatMatrix:
+        """(posts, policies) scores in `policy_ids` order, without building results (calibration)."""
+        with self._lock:
+            return self._score([normalise(t) for t in texts]).scores
+
+    def _score(self, posts: list[Normalised]) -> _Scored:
+        n, p = len(posts), len(self.policy_ids)
+        lexical = np.zeros((n, p), dtype=np.float32)
+        signals: list[dict[str, list[str]]] = [{} for _ in posts]
+        keyword_hits = self.keywords.match_batch(posts)
+        pattern_hits = self.patterns.match_batch(posts)
+        for row, (hits, patterns) in enumerate(zip(keyword_hits, pattern_hits, strict=True)):
+            if not hits and not patterns:
+                continue
+            fired = signals[row]
+            for hit in hits:
+                fired.setdefault(hit.policy_id, []).append(f"keyword:{hit.keyword}")
+            n_patterns: dict[str, int] = {}
+            for policy_id, pattern in patterns:
+                n_patterns[policy_id] = n_patterns.get(policy_id, 0) + 1
+                fired.setdefault(policy_id, []).append(f"pattern:{pattern}")
+            counts = evidence_counts(hits)
+            for policy_id in counts.keys() | n_patterns.keys():
+                words, phrases = counts.get(policy_id, (0, 0))
+                lexical[row, self._column[policy_id]] = lexical_evidence(
+                    words, phrases, n_patterns.get(policy_id, 0), self.weights
+                )
+        if self.exemplars is None or not self.exemplars.policy_ids or n == 0:
+            return _Scored(lexical, signals, lexical, None)
+        assert self.embedder is not None
+        vectors = self.embedder.encode([p.words for p in posts])
+        similarity = np.zeros((n, p), dtype=np.float32)
+        similarity[:, self._exemplar_columns] = self.exemplars.similarity(vectors, self.weights.centroid_weight)
+        evidence = np.zeros((n, p), dtype=np.float32)
+        evidence[:, self._exemplar_columns] = embedding_evidence(similarity[:, self._exemplar_columns], self.weights)
+        return _Scored(combine(lexical, evidence), signals, lexical, (similarity, evidence))
+
+    def _results(self, scored: _Scored) -> list[FunnelResult]:
+        scores, signals = scored.scores, scored.signals
+        candidate = (scores >= self._thresholds) & (scores > 0.0)
+        very_sure = candidate & (scores >= self._very_sure)
+        ids = self.policy_ids
+        n = len(signals)
+        # Few posts are candidates: walk the non-zero cells once instead of testing every row.
+        chosen: list[list[str]] = [[] for _ in range(n)]
+        for row, col in zip(*(a.tolist() for a in np.nonzero(candidate)), strict=True):
+            chosen[row].append(ids[col])
+        sure: list[list[str]] = [[] for _ in range(n)]
+        for row, col in zip(*(a.tolist() for a in np.nonzero(very_sure)), strict=True):
+            sure[row].append(ids[col])
+        if scored.embedding is not None:
+            similarity, evidence = scored.embedding
+            # The embedding signal is named where it matters: for candidates, next to a lexical
+            # hit, or when it is strong on its own; a faint similarity to everything is not news.
+            named = (evidence > 0.0) & (candidate | (scored.lexical > 0.0) | (evidence >= 0.5))
+            for row, col in zip(*(a.tolist() for a in np.nonzero(named)), strict=True):
+                signals[row].setdefault(ids[col], []).append(f"embedding:{similarity[row, col]:.2f}")
+        # float64 before rounding: float32 values print as 0.31040000915527344 in JSON.
+        rounded = np.round(scores.astype(np.float64), 4).tolist()
+        return [
+            FunnelResult(
+                candidates=chosen[row], scores=dict(zip(ids, rounded[row], strict=True)), signals=signals[row],
+                very_sure=sure[row],
+            )
+            for row in range(n)
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class _Scored:
+    scores: FloatMatrix
+    signals: list[dict[str, list[str]]]
+    lexical: FloatMatrix
+    # (similarity, evidence), both (posts, policies); None without an embedding stage.
+    embedding: tuple[FloatMatrix, FloatMatrix] | None

@@ -60,7 +60,7 @@ def test_schemas_are_written_and_match_the_committed_ones(tmp_path: Path) -> Non
         fresh = (tmp_path / f"{name}.schema.json").read_bytes()
         assert orjson.loads(fresh)["title"]
         committed = PROJECT_ROOT / "schemas" / f"{name}.schema.json"
-        assert committed.read_bytes() == fresh, f"schemas/ is stale: run `modstream schemas`"
+        assert committed.read_bytes() == fresh, "schemas/ is stale: run `modstream schemas`"
 
 
 @pytest.mark.integration

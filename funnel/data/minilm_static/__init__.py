@@ -1,0 +1,1 @@
+"""The static embedding model (funnel/tools/distill.py): weights, tokenizer, config, provenance."""
