@@ -112,9 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     engines = ["hyperscan", "pyahocorasick"] if hs.available() else ["pyahocorasick"]
     lexical = {engine: Funnel.build(specs, model_dir=None, engine=engine) for engine in engines}
 
-    print(f"corpus: {len(texts)} posts (Davidson tweets cycled), mean {mean_chars:.0f} chars; "
-          f"{len(specs)} policies, {len(terms)} keywords, {len(funnel.patterns.patterns)} patterns, "
-          f"{len(funnel.keywords.literals)} keyword literals after variants; batch {BATCH}; 1 thread")
+    print(
+        f"corpus: {len(texts)} posts (Davidson tweets cycled), mean {mean_chars:.0f} chars; "
+        f"{len(specs)} policies, {len(terms)} keywords, {len(funnel.patterns.patterns)} patterns, "
+        f"{len(funnel.keywords.literals)} keyword literals after variants; batch {BATCH}; 1 thread"
+    )
     sample = texts[: min(len(texts), 10_000)]
     baseline = cpu_rate(lambda batch: [baseline_re.findall(t) for t in batch], sample)
     rows: list[tuple[str, float]] = [
@@ -137,12 +139,16 @@ def main(argv: list[str] | None = None) -> int:
     shares = ", ".join(
         f"{names.get(label, label)} {sum(v) / len(v):.1%} of {len(v)}" for label, v in sorted(by_class.items())
     )
-    print(f"\nstart-up: import {import_s:.2f} s; embedding model load {model_s:.2f} s; "
-          f"Funnel.build cold {cold_s:.2f} s (hyperscan compile), warm {warm_s:.2f} s (cached databases)")
-    print(f"memory (RSS): interpreter {base_rss:.0f} MB, + imports and corpus {corpus_rss - base_rss:+.0f} MB; "
-          f"embedding model {model_rss - corpus_rss:+.0f} MB and first build + first batch "
-          f"{warm_rss - model_rss:+.0f} MB (BLAS/tokenizer buffers), both once per process; "
-          f"each further policy set {second_rss - warm_rss:+.1f} MB")
+    print(
+        f"\nstart-up: import {import_s:.2f} s; embedding model load {model_s:.2f} s; "
+        f"Funnel.build cold {cold_s:.2f} s (hyperscan compile), warm {warm_s:.2f} s (cached databases)"
+    )
+    print(
+        f"memory (RSS): interpreter {base_rss:.0f} MB, + imports and corpus {corpus_rss - base_rss:+.0f} MB; "
+        f"embedding model {model_rss - corpus_rss:+.0f} MB and first build + first batch "
+        f"{warm_rss - model_rss:+.0f} MB (BLAS/tokenizer buffers), both once per process; "
+        f"each further policy set {second_rss - warm_rss:+.1f} MB"
+    )
     print(f"candidates at the shipped thresholds, by Davidson class: {shares}")
     return 0
 

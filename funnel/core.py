@@ -150,7 +150,9 @@ class Funnel:
         rounded = np.round(scores.astype(np.float64), 4).tolist()
         return [
             FunnelResult(
-                candidates=chosen[row], scores=dict(zip(ids, rounded[row], strict=True)), signals=signals[row],
+                candidates=chosen[row],
+                scores=dict(zip(ids, rounded[row], strict=True)),
+                signals=signals[row],
                 very_sure=sure[row],
             )
             for row in range(n)

@@ -29,7 +29,7 @@ def available() -> bool:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("MODSTREAM_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "modstream")
+    root = os.environ.get("MODSTREAM_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "modstream")
     return Path(root) / "hyperscan"
 
 
@@ -50,8 +50,11 @@ def compile_database(expressions: Sequence[bytes], flags: Sequence[int], *, lite
             pass
     database = _hs.Database(mode=_hs.HS_MODE_BLOCK)
     database.compile(
-        expressions=list(expressions), ids=list(range(len(expressions))), elements=len(expressions),
-        flags=list(flags), literal=literal,
+        expressions=list(expressions),
+        ids=list(range(len(expressions))),
+        elements=len(expressions),
+        flags=list(flags),
+        literal=literal,
     )
     blob = _hs.dumpb(database)
     _MEMORY_CACHE[digest] = blob

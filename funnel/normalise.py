@@ -92,7 +92,6 @@ _SPACED_OUT = re.compile(rf"(?<![\w@$'’]){_UNIT}({_SEPARATOR}){_UNIT}(?:\1{_UN
 _SEPARATORS = re.compile(_SEPARATOR)
 
 
-
 def _mark_class() -> str:
     """A regex class body of every combining mark (Mn/Mc/Me): in Indic scripts these are
     part of the word, but `re`'s \\w does not include them."""
@@ -108,9 +107,7 @@ def _mark_class() -> str:
 
 _NON_WORD = re.compile(rf"[^\w{_mark_class()}]+|_+")
 # Every non-alphanumeric ASCII byte becomes a space: bytes.translate is ~0.2 µs per post.
-_ASCII_PUNCT_TO_SPACE = bytes(
-    (c if chr(c).isascii() and chr(c).isalnum() else 0x20) for c in range(256)
-)
+_ASCII_PUNCT_TO_SPACE = bytes((c if chr(c).isascii() and chr(c).isalnum() else 0x20) for c in range(256))
 # Deleting each character that equals the next one squeezes runs; a literal replacement
 # keeps re.sub in C (a "\\1" template is 3x slower on CPython 3.11).
 _RUN_TAIL = re.compile(r"(.)(?=\1)")

@@ -72,10 +72,16 @@ def post_value(post_id: str, text: str, **extra: Any) -> bytes:
 
 
 def read_topic(
-    bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0, settle_polls: int = 2
+    bootstrap: str,
+    topic: str,
+    expected: int,
+    timeout_s: float = 60.0,
+    settle_polls: int = 2,
+    producer_alive: Callable[[], bool] | None = None,
 ) -> list[Message]:
     """Read a whole topic from the beginning: until `expected` records arrived (deadline), then
-    a couple more polls to catch extras (duplicates) that would break an exact count."""
+    a couple more polls to catch extras (duplicates) that would break an exact count.
+    `producer_alive` (e.g. `worker.alive`) ends the wait early if what should write is gone."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -94,6 +100,8 @@ def read_topic(
         while time.monotonic() < deadline:
             batch = [m for m in consumer.consume(1000, 0.5) if m.error() is None]
             seen.extend(batch)
+            if not batch and len(seen) < expected and producer_alive is not None and not producer_alive():
+                break
             if len(seen) >= expected:
                 empty_polls = 0 if batch else empty_polls + 1
                 if empty_polls >= settle_polls:
@@ -165,3 +173,166 @@ class WorkerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+# ---- reliability test support (docs/reliability.md) -----------------------------------------
+
+
+class MockKafkaCluster:
+    """librdkafka's mock cluster in its own process (tests/mock_cluster.py): a second, independent
+    broker implementation whose brokers can be taken down and brought back with their data."""
+
+    def __init__(self, brokers: int = 3, log_path: Path | None = None) -> None:
+        self.brokers = brokers
+        self.log_path = log_path
+        self.process: subprocess.Popen[str] | None = None
+        self.bootstrap_servers = ""
+
+    def __enter__(self) -> MockKafkaCluster:
+        err = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.mock_cluster", str(self.brokers)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            cwd=PROJECT_ROOT,
+        )
+        self.bootstrap_servers = self._reply()
+        return self
+
+    def _reply(self) -> str:
+        assert self.process is not None and self.process.stdout is not None
+        line = self.process.stdout.readline().strip()
+        if not line:
+            raise RuntimeError(f"mock cluster exited ({self.process.poll()})")
+        return line
+
+    def command(self, text: str) -> str:
+        assert self.process is not None and self.process.stdin is not None
+        self.process.stdin.write(text + "\n")
+        self.process.stdin.flush()
+        reply = self._reply()
+        assert reply.startswith("ok"), reply
+        return reply
+
+    def create_topics(self, topics: dict[str, int]) -> None:
+        for name, partitions in topics.items():
+            self.command(f"topic {name} {partitions}")
+
+    def down(self) -> None:
+        self.command("down")
+
+    def up(self) -> None:
+        self.command("up")
+
+    def fail_produce(self, error_code: int, count: int) -> None:
+        self.command(f"produce_error {error_code} {count}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+def metrics(worker: WorkerProcess) -> dict[str, float]:
+    """The worker's Prometheus metrics, each name summed over its labels ({} if unreachable)."""
+    import httpx
+
+    try:
+        text = httpx.get(f"{worker.metrics_url}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return {}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name_labels, _, value = line.rpartition(" ")
+        name = name_labels.split("{", 1)[0]
+        try:
+            out[name] = out.get(name, 0.0) + float(value)
+        except ValueError:
+            continue
+    return out
+
+
+def readyz(worker: WorkerProcess) -> int:
+    """HTTP status of the worker's /readyz (0 if unreachable)."""
+    import httpx
+
+    try:
+        return httpx.get(f"{worker.metrics_url}/readyz", timeout=2).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def committed_total(bootstrap: str, group: str, topic: str, partitions: int) -> int:
+    return sum(max(o, 0) for o in committed_offsets(bootstrap, group, topic, partitions).values())
+
+
+def all_committed(bootstrap: str, group: str, topic: str, last_offsets: dict[int, int], partitions: int) -> bool:
+    committed = committed_offsets(bootstrap, group, topic, partitions)
+    return all(committed.get(p) == last + 1 for p, last in last_offsets.items())
+
+
+def dlq_by_key(messages: list[Message]) -> dict[bytes | None, list[dict[str, str]]]:
+    out: dict[bytes | None, list[dict[str, str]]] = {}
+    for msg in messages:
+        headers = {k: v.decode(errors="replace") for k, v in msg.headers() or []}
+        out.setdefault(msg.key(), []).append(headers)
+    return out
+
+
+BENIGN_TEXTS = [
+    "Had a lovely walk by the river this morning",
+    "Does anyone know a good recipe for lentil soup?",
+    "kill the process with ctrl-c and restart the server",
+    "Our team won the match last night, so proud",
+    "New blog post about sourdough starters is up",
+]
+TRIGGERING_TEXTS = [
+    "FREE MONEY!!! crypto giveaway, send 1 BTC and get 2 back",
+    "selling aimbot and wallhack, undetected, dm me",
+    "I will find you and kill you",
+    "paid review: 5 stars for anyone who buys, we pay per review",
+]
+
+
+def mixed_posts(
+    n: int, seed: int, prefix: str, judged_share: float = 0.05, suffix: str = ""
+) -> list[tuple[bytes | None, bytes | None]]:
+    """`n` valid posts with unique ids `{prefix}-{i}`: mostly benign (funnel verdicts), a seeded
+    share of judge candidates (real judge calls through the simulator)."""
+    import random
+
+    rng = random.Random(seed)
+    out: list[tuple[bytes | None, bytes | None]] = []
+    for i in range(n):
+        pool = TRIGGERING_TEXTS if rng.random() < judged_share else BENIGN_TEXTS
+        post_id = f"{prefix}-{i}"
+        out.append((post_id.encode(), post_value(post_id, f"{rng.choice(pool)}{suffix} #{i}")))
+    return out
+
+
+def metric_samples(worker: WorkerProcess, name: str) -> list[tuple[str, float]]:
+    """Every sample of one metric as (label text, value); [] if unreachable."""
+    import httpx
+
+    try:
+        text = httpx.get(f"{worker.metrics_url}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return []
+    out: list[tuple[str, float]] = []
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            name_labels, _, value = line.rpartition(" ")
+            out.append((name_labels[len(name) :], float(value)))
+    return out

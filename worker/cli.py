@@ -12,6 +12,8 @@ from rich.console import Console
 
 from worker import __version__
 from worker.config import ConfigError, load_settings
+from worker.eval_cli import eval_command
+from worker.funnel_cli import funnel_group
 from worker.logs import configure_logging
 from worker.policies import PolicyError
 from worker.sim.cli import sim_vllm
@@ -78,11 +80,11 @@ def run(config_file: Path | None) -> None:
     default=None,
     help="Policy directory [default: the repository's policies/].",
 )
-@click.option("--keep-running", is_flag=True, help="After the table, keep everything up (metrics endpoint) until Ctrl-C.")
+@click.option(
+    "--keep-running", is_flag=True, help="After the table, keep everything up (metrics endpoint) until Ctrl-C."
+)
 @click.option("--metrics-port", default=9464, show_default=True, help="Metrics/health port with --keep-running.")
-def demo(
-    judge: str, posts_file: Path | None, policies_dir: Path | None, keep_running: bool, metrics_port: int
-) -> None:
+def demo(judge: str, posts_file: Path | None, policies_dir: Path | None, keep_running: bool, metrics_port: int) -> None:
     """Run the whole path on this machine, with nothing to set up.
 
     Starts an embedded Kafka-protocol broker (Tansu, memory only), creates the topics, starts
@@ -121,7 +123,9 @@ def schemas(out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for model in (Post, Verdict, AuditRecord, JudgeAnswer):
         path = out_dir / f"{model.__name__.lower()}.schema.json"
-        path.write_bytes(orjson.dumps(model.model_json_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+        path.write_bytes(
+            orjson.dumps(model.model_json_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+        )
         click.echo(f"wrote {path}")
 
 
@@ -148,12 +152,8 @@ def policy_lint(directory: Path) -> None:
 
 
 cli.add_command(sim_vllm, "sim-vllm")
-try:  # TEMP until funnel_cli lands
-    from worker.funnel_cli import funnel_group
-
-    cli.add_command(funnel_group, "funnel")
-except ImportError:
-    pass
+cli.add_command(eval_command, "eval")
+cli.add_command(funnel_group, "funnel")
 
 
 def main() -> None:

@@ -28,8 +28,28 @@ RESERVED_KAFKA_KEYS = frozenset(
 )
 # Pass-through prefixes/keys for security and tuning settings.
 SECRET_KAFKA_KEYS = frozenset(
-    {"sasl.password", "ssl.key.password", "ssl.keystore.password", "sasl.oauthbearer.client.secret"}
+    {
+        "sasl.password",
+        "ssl.key.password",
+        "ssl.keystore.password",
+        "sasl.oauthbearer.client.secret",
+        "sasl.oauthbearer.config",
+        "sasl.jaas.config",
+        "ssl.key.pem",
+        "ssl_key",
+    }
 )
+# Any other key naming one of these is redacted too (a librdkafka version may add new secrets).
+SECRET_KEY_WORDS = ("password", "secret", "token", "credential", "private", "jaas")
+
+
+def is_secret_kafka_key(key: str) -> bool:
+    lowered = key.lower()
+    return lowered in SECRET_KAFKA_KEYS or any(word in lowered for word in SECRET_KEY_WORDS)
+
+
+# Env vars of modstream's own scripts and tests (caches, the vLLM CPU test env), not settings.
+TOOLING_ENV_PREFIXES = ("MODSTREAM_CACHE", "MODSTREAM_VLLM_")
 
 
 class ConfigError(RuntimeError):
@@ -59,7 +79,7 @@ class KafkaSettings(BaseModel):
         return value
 
     def redacted_extra(self) -> dict[str, Any]:
-        return {k: ("***" if k in SECRET_KAFKA_KEYS else v) for k, v in self.extra.items()}
+        return {k: ("***" if is_secret_kafka_key(k) else v) for k, v in self.extra.items()}
 
 
 class TopicSettings(BaseModel):
@@ -88,6 +108,10 @@ class JudgeTierSettings(BaseModel):
     retry_max_s: float = Field(default=5.0, gt=0)
     # "json_schema" (vLLM) or "json_object" (llama.cpp server, which rejects json_schema).
     response_format: Literal["json_schema", "json_object", "none"] = "json_schema"
+    # Circuit breaker per endpoint: open after this many consecutive failures (transport errors,
+    # timeouts, 429, 5xx), stay open for the cool-down, then let one probe through.
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_cooldown_s: float = Field(default=10.0, gt=0)
 
     @field_validator("base_urls")
     @classmethod
@@ -142,10 +166,39 @@ class Settings(BaseSettings):
     judge_t2: Tier2JudgeSettings = Field(default_factory=Tier2JudgeSettings)
     escalation: EscalationSettings = Field(default_factory=EscalationSettings)
     policies_dir: Path = Path("policies")
+    # Poll the policy directory's content hash this often and reload on change (SIGHUP reloads
+    # at once); 0 turns polling off.
+    policy_reload_interval_s: float = Field(default=2.0, ge=0)
+    # per_policy: one judge request per candidate policy (best accuracy, best prefix-cache reuse).
+    # multi_policy: one request naming all of a post's candidate policies (fewer requests and
+    # prompt tokens; a little less accurate, per OpenAI's guide). See docs/judges.md.
+    judge_mode: Literal["per_policy", "multi_policy"] = "per_policy"
     # Posts being worked on at once by this worker; at the cap, partitions are paused.
     max_in_flight: int = Field(default=256, ge=1)
     # On SIGTERM: how long to let in-flight posts finish before committing and exiting.
     drain_timeout_s: float = Field(default=30.0, gt=0)
+    # How far one partition may run ahead of its committed offset (records consumed and not yet
+    # committable); bounds the replay after a crash. Capped by max_in_flight. See docs/reliability.md.
+    max_in_flight_per_partition: int = Field(default=128, ge=1)
+    # On a rebalance: how long revoked partitions' in-flight posts may finish before they are
+    # abandoned (replayed by the next owner). Keep well under max.poll.interval.ms.
+    rebalance_timeout_s: float = Field(default=10.0, gt=0)
+    # Judging one post may take this long while the judges answer other posts; then the post goes
+    # to the DLQ (`deadline_exceeded`). While no judge answers at all (outage) the post waits.
+    record_deadline_s: float = Field(default=300.0, gt=0)
+    # A post whose processing raises this many times goes to the DLQ (`processing_error`).
+    max_attempts: int = Field(default=3, ge=1)
+    # Exactly-once mode: verdicts, audit and DLQ records are produced in Kafka transactions
+    # together with the consumed offsets (send_offsets_to_transaction). See docs/reliability.md
+    # for what could and could not be verified on the brokers available.
+    # Recreate the producer when the cluster answers metadata requests but no record was
+    # acknowledged for this long while records wait (see docs/reliability.md).
+    producer_stall_s: float = Field(default=60.0, gt=0)
+    exactly_once: bool = False
+    # Stable per instance (e.g. the pod name of a StatefulSet), so a restarted instance fences its
+    # predecessor's open transaction at once; default "modstream-<group>-<hostname>".
+    transactional_id: str | None = None
+    transaction_timeout_ms: int = Field(default=60000, ge=1000)
     metrics_host: str = "0.0.0.0"
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -183,7 +236,11 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise ConfigError(f"MODSTREAM_CONFIG_FILE={path} does not exist")
     known = {f"MODSTREAM_{name.upper()}" for name in Settings.model_fields} | {"MODSTREAM_CONFIG_FILE"}
     unknown = sorted(
-        var for var in os.environ if var.upper().startswith("MODSTREAM_") and var.upper().split("__")[0] not in known
+        var
+        for var in os.environ
+        if var.upper().startswith("MODSTREAM_")
+        and var.upper().split("__")[0] not in known
+        and not var.upper().startswith(TOOLING_ENV_PREFIXES)
     )
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")

@@ -24,6 +24,9 @@ T = TypeVar("T")
 OnAssign = Callable[[list[TopicPartitionKey]], None]
 # Called on the consumer thread; returns the offsets to commit for the revoked partitions.
 OnRevoke = Callable[[list[TopicPartitionKey]], dict[TopicPartitionKey, int]]
+# Called on the consumer thread when partitions were lost (session expired: someone else may own
+# them already, so nothing is committed and in-flight work is abandoned at once).
+OnLost = Callable[[list[TopicPartitionKey]], None]
 
 
 def consumer_config(
@@ -54,15 +57,31 @@ def key_of(tp: TopicPartition) -> TopicPartitionKey:
 
 
 class GroupConsumer:
-    def __init__(self, config: dict[str, Any], topics: Sequence[str], on_assign: OnAssign, on_revoke: OnRevoke) -> None:
+    """Rebalance protocol: with `cooperative-sticky` (the default) the callbacks receive only the
+    partitions that move, and librdkafka applies the incremental assign/unassign itself after
+    each callback returns (we never call assign ourselves), so the same callbacks serve the
+    eager strategies too. `on_lost` (session expired) is handled apart from `on_revoke`."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        topics: Sequence[str],
+        on_assign: OnAssign,
+        on_revoke: OnRevoke,
+        on_lost: OnLost | None = None,
+        on_error: Callable[[KafkaError], None] | None = None,
+    ) -> None:
         self._config = {**config, "error_cb": self._on_client_error}
         self._topics = list(topics)
         self._on_assign = on_assign
         self._on_revoke = on_revoke
+        self._on_lost_cb = on_lost
+        self._on_error = on_error
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-consumer")
         self._consumer = Consumer(self._config)
         self.assigned: set[TopicPartitionKey] = set()
         self.last_error: KafkaError | None = None
+        self.restarts = 0
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -71,6 +90,8 @@ class GroupConsumer:
     def _on_client_error(self, error: KafkaError) -> None:
         self.last_error = error
         log.warning("consumer_error", error=error.name(), reason=error.str(), fatal=error.fatal())
+        if self._on_error is not None:
+            self._on_error(error)
 
     async def subscribe(self) -> None:
         await self._call(
@@ -88,19 +109,35 @@ class GroupConsumer:
         self._on_assign(keys)
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # An exception escaping a rebalance callback would surface from consume() and could take
+        # the worker down: everything here is caught and logged. The partitions go either way.
         keys = [key_of(tp) for tp in partitions]
-        offsets = self._on_revoke(keys)
-        if offsets:
-            self._commit_now(consumer, offsets)
+        offsets: dict[TopicPartitionKey, int] = {}
+        try:
+            offsets = self._on_revoke(keys)
+            if offsets:
+                self._commit_now(consumer, offsets)
+        except Exception as exc:  # the next owner replays from the last commit: at-least-once
+            log.warning("revoke_commit_failed", partitions=keys, error=f"{type(exc).__name__}: {exc}")
         self.assigned.difference_update(keys)
         log.info("partitions_revoked", partitions=keys, committed=len(offsets))
 
     def _lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Lost (session expired): another member may own them already; committing is pointless.
         keys = [key_of(tp) for tp in partitions]
-        self._on_revoke(keys)
         self.assigned.difference_update(keys)
+        try:
+            if self._on_lost_cb is not None:
+                self._on_lost_cb(keys)
+            else:
+                self._on_revoke(keys)
+        except Exception as exc:
+            log.warning("lost_handler_failed", partitions=keys, error=f"{type(exc).__name__}: {exc}")
         log.warning("partitions_lost", partitions=keys)
+
+    def group_metadata(self) -> Any:
+        """For send_offsets_to_transaction (exactly-once mode)."""
+        return self._consumer.consumer_group_metadata()
 
     async def consume(self, max_records: int, timeout_s: float) -> list[Message]:
         return await self._call(self._consumer.consume, max_records, timeout_s)
@@ -122,7 +159,29 @@ class GroupConsumer:
         if keys:
             await self._call(self._consumer.resume, [TopicPartition(t, p) for t, p in keys])
 
+    async def restart(self, reason: str) -> None:
+        """Replace a consumer that hit a fatal error with a fresh member of the group. The caller
+        must have released (abandoned) the partitions first: the new member starts from the
+        committed offsets of whatever it is assigned."""
+        old = self._consumer
+
+        def swap() -> None:
+            try:
+                old.close()
+            except Exception as exc:  # a fatal consumer may refuse to leave cleanly
+                log.warning("old_consumer_close_failed", error=f"{type(exc).__name__}: {exc}")
+            self.assigned.clear()
+            self._consumer = Consumer(self._config)
+
+        await self._call(swap)
+        self.restarts += 1
+        log.warning("consumer_restarted", reason=reason)
+        await self.subscribe()
+
     async def close(self) -> None:
         """Leave the group (runs the revoke callback, which commits what finished)."""
-        await self._call(self._consumer.close)
+        try:
+            await self._call(self._consumer.close)
+        except Exception as exc:
+            log.warning("consumer_close_failed", error=f"{type(exc).__name__}: {exc}")
         self._thread.shutdown(wait=True)

@@ -99,8 +99,13 @@ class AuditCall(BaseModel):
     """One judge call as sent and as answered; restricted data (it can quote the post)."""
 
     tier: Literal["t1", "t2"]
+    # A multi-policy call (judge_mode multi_policy) joins the ids and versions with "+" and lists
+    # them in `policy_versions`.
     policy_id: str
     policy_version: str
+    policy_versions: dict[str, str] | None = None
+    # A shadow policy's call: judged and audited, never part of the decision.
+    shadow: bool = False
     model: str
     endpoint: str
     reasoning_effort: ReasoningEffort

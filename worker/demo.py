@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from worker.broker import EmbeddedBroker, create_topics, free_port
-from worker.config import Settings
+from worker.config import KafkaSettings, Settings, Tier1JudgeSettings, Tier2JudgeSettings
 from worker.serve import run_worker
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +29,7 @@ DEFAULT_POSTS = REPO_ROOT / "examples" / "demo_posts.jsonl"
 DEFAULT_POLICIES = REPO_ROOT / "policies"
 JudgeKind = Literal["sim", "llama"]
 # The demo stops its own broker at the end: broker disconnects are expected, not worth a log line.
-QUIET = {"log.connection.close": False}
+QUIET: dict[str, str | int | float | bool] = {"log.connection.close": False}
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,16 +142,16 @@ def run_demo(
         console.print(f"[bold]broker[/] Tansu on {broker.bootstrap_servers}; topics {', '.join(topics)}")
         console.print(f"[bold]judges[/] t1 {t1['base_urls'][0]} ({t1['model']}), t2 {t2['base_urls'][0]}")
         settings = Settings(
-            kafka={
-                "bootstrap_servers": broker.bootstrap_servers,
-                "group_id": "modstream-demo",
-                "session_timeout_ms": 6000,
-                "heartbeat_interval_ms": 500,
-                "commit_interval_s": 0.5,
-                "extra": QUIET,
-            },
-            judge_t1=t1,
-            judge_t2=t2,
+            kafka=KafkaSettings(
+                bootstrap_servers=broker.bootstrap_servers,
+                group_id="modstream-demo",
+                session_timeout_ms=6000,
+                heartbeat_interval_ms=500,
+                commit_interval_s=0.5,
+                extra=QUIET,
+            ),
+            judge_t1=Tier1JudgeSettings(**t1),
+            judge_t2=Tier2JudgeSettings(**t2),
             policies_dir=policies_dir,
             metrics_host="127.0.0.1",
             metrics_port=metrics_port if keep_running else free_port(),
@@ -168,9 +168,7 @@ async def _run(
     stop = asyncio.Event()
     worker_task = asyncio.create_task(run_worker(settings, stop))
     timeout = 900.0 if settings.judge_t1.response_format == "json_object" else 120.0
-    collect_task = asyncio.create_task(
-        asyncio.to_thread(collect, bootstrap, ["actions", "dlq"], len(records), timeout)
-    )
+    collect_task = asyncio.create_task(asyncio.to_thread(collect, bootstrap, ["actions", "dlq"], len(records), timeout))
     done, _ = await asyncio.wait({worker_task, collect_task}, return_when=asyncio.FIRST_COMPLETED)
     if worker_task in done:  # the worker died: show why
         collect_task.cancel()

@@ -48,7 +48,9 @@ def escalation_reasons(call: JudgeCall, funnel: FunnelResult, post_id: str, rule
         reasons.append("low_confidence")
     if rules.on_severe and answer.violation == 1 and is_severe(policy, answer):
         reasons.append("severe_category")
-    if rules.on_funnel_disagreement and answer.violation == 0 and policy.id in funnel.very_sure:
+    # A shadow policy is screened with its live twin's funnel result (see PolicyRuntime).
+    screened_as = policy.meta.shadow_of or policy.id
+    if rules.on_funnel_disagreement and answer.violation == 0 and screened_as in funnel.very_sure:
         reasons.append("funnel_disagreement")
     if in_audit_sample(post_id, policy.id, rules.audit_sample_rate):
         reasons.append("audit_sample")

@@ -1,8 +1,8 @@
 """`modstream funnel score|calibrate`: run the funnel on JSONL posts without Kafka.
 
-    modstream funnel score --policies policies --input posts.jsonl --output scored.jsonl
-    modstream funnel calibrate --policies policies --labeled datasets/funnel_dev.jsonl --target-recall 0.98
-    modstream funnel evaluate --policies policies --labeled datasets/eval_sample.jsonl
+modstream funnel score --policies policies --input posts.jsonl --output scored.jsonl
+modstream funnel calibrate --policies policies --labeled datasets/funnel_dev.jsonl --target-recall 0.98
+modstream funnel evaluate --policies policies --labeled datasets/eval_sample.jsonl
 """
 
 from __future__ import annotations
@@ -80,14 +80,28 @@ def funnel_group() -> None:
 )
 @click.option("--input", "input_path", default="-", show_default=True, help="JSONL posts, or - for stdin.")
 @click.option("--output", "output_path", default="-", show_default=True, help="JSONL results, or - for stdout.")
-@click.option("--batch-size", default=512, show_default=True, type=click.IntRange(1, 100_000),
-              help="Posts scored per call (the embedding stage is batched).")
+@click.option(
+    "--batch-size",
+    default=512,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Posts scored per call (the embedding stage is batched).",
+)
 @click.option("--embeddings/--no-embeddings", default=True, show_default=True, help="Run the embedding stage.")
-@click.option("--sidecar/--no-sidecar", default=True, show_default=True,
-              help="Apply calibrated thresholds from <policies>/funnel-thresholds.yaml.")
+@click.option(
+    "--sidecar/--no-sidecar",
+    default=True,
+    show_default=True,
+    help="Apply calibrated thresholds from <policies>/funnel-thresholds.yaml.",
+)
 @click.option("--engine", type=ENGINES, default="auto", show_default=True, help="Keyword matcher.")
 def score_command(
-    policies_dir: Path, input_path: str, output_path: str, batch_size: int, embeddings: bool, sidecar: bool,
+    policies_dir: Path,
+    input_path: str,
+    output_path: str,
+    batch_size: int,
+    embeddings: bool,
+    sidecar: bool,
     engine: str,
 ) -> None:
     """Score posts ({"id","text",...} per line); one result line per post:
@@ -103,14 +117,17 @@ def score_command(
     total = _count_lines(Path(input_path)) if input_path != "-" else None
     scored = candidates = 0
     with ExitStack() as stack:
-        source: IO[bytes] = (
-            sys.stdin.buffer if input_path == "-" else stack.enter_context(Path(input_path).open("rb"))
-        )
+        source: IO[bytes] = sys.stdin.buffer if input_path == "-" else stack.enter_context(Path(input_path).open("rb"))
         sink: IO[bytes] = sys.stdout.buffer if output_path == "-" else stack.enter_context(Path(output_path).open("wb"))
         progress = stack.enter_context(
             Progress(
-                TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                console=stderr, disable=not stderr.is_terminal, transient=False,
+                TextColumn("scoring"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=stderr,
+                disable=not stderr.is_terminal,
+                transient=False,
             )
         )
         task = progress.add_task("scoring", total=total)
@@ -155,14 +172,32 @@ def _report(console: Console, evaluation: Evaluation) -> None:
     required=True,
     help="Directory of policy *.md files (their `funnel:` front matter; thresholds from funnel-thresholds.yaml).",
 )
-@click.option("--labeled", "labeled_path", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              required=True, help='JSONL: {"id","text","labels":{policy_id: 0|1}} per line.')
-@click.option("--sidecar/--no-sidecar", default=True, show_default=True,
-              help="Use the calibrated thresholds in funnel-thresholds.yaml (else the front matter's).")
-@click.option("--embeddings/--no-embeddings", default=True, show_default=True,
-              help="Include the embedding stage (off: keywords and patterns only).")
-@click.option("--engine", type=ENGINES, default="auto", show_default=True,
-              help="Keyword engine: hyperscan when importable, else pyahocorasick.")
+@click.option(
+    "--labeled",
+    "labeled_path",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    required=True,
+    help='JSONL: {"id","text","labels":{policy_id: 0|1}} per line.',
+)
+@click.option(
+    "--sidecar/--no-sidecar",
+    default=True,
+    show_default=True,
+    help="Use the calibrated thresholds in funnel-thresholds.yaml (else the front matter's).",
+)
+@click.option(
+    "--embeddings/--no-embeddings",
+    default=True,
+    show_default=True,
+    help="Include the embedding stage (off: keywords and patterns only).",
+)
+@click.option(
+    "--engine",
+    type=ENGINES,
+    default="auto",
+    show_default=True,
+    help="Keyword engine: hyperscan when importable, else pyahocorasick.",
+)
 def evaluate_command(policies_dir: Path, labeled_path: Path, sidecar: bool, embeddings: bool, engine: str) -> None:
     """Recall and benign pass rate at the current thresholds (sidecar or front matter)."""
     try:
@@ -193,20 +228,49 @@ def evaluate_command(policies_dir: Path, labeled_path: Path, sidecar: bool, embe
     required=True,
     help="Directory of policy *.md files (their `funnel:` front matter; thresholds from funnel-thresholds.yaml).",
 )
-@click.option("--labeled", "labeled_path", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              required=True, help='JSONL: {"id","text","labels":{policy_id: 0|1}} per line.')
-@click.option("--target-recall", default=0.98, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True),
-              help="Recall of violating posts each policy's threshold must reach on the labelled file.")
-@click.option("--output", "output_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Sidecar to write [default: <policies>/funnel-thresholds.yaml].")
+@click.option(
+    "--labeled",
+    "labeled_path",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    required=True,
+    help='JSONL: {"id","text","labels":{policy_id: 0|1}} per line.',
+)
+@click.option(
+    "--target-recall",
+    default=0.98,
+    show_default=True,
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    help="Recall of violating posts each policy's threshold must reach on the labelled file.",
+)
+@click.option(
+    "--output",
+    "output_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Sidecar to write [default: <policies>/funnel-thresholds.yaml].",
+)
 @click.option("--dry-run", is_flag=True, help="Report only; write nothing.")
-@click.option("--embeddings/--no-embeddings", default=True, show_default=True,
-              help="Include the embedding stage (off: keywords and patterns only).")
-@click.option("--engine", type=ENGINES, default="auto", show_default=True,
-              help="Keyword engine: hyperscan when importable, else pyahocorasick.")
+@click.option(
+    "--embeddings/--no-embeddings",
+    default=True,
+    show_default=True,
+    help="Include the embedding stage (off: keywords and patterns only).",
+)
+@click.option(
+    "--engine",
+    type=ENGINES,
+    default="auto",
+    show_default=True,
+    help="Keyword engine: hyperscan when importable, else pyahocorasick.",
+)
 def calibrate_command(
-    policies_dir: Path, labeled_path: Path, target_recall: float, output_path: Path | None, dry_run: bool,
-    embeddings: bool, engine: str,
+    policies_dir: Path,
+    labeled_path: Path,
+    target_recall: float,
+    output_path: Path | None,
+    dry_run: bool,
+    embeddings: bool,
+    engine: str,
 ) -> None:
     """Pick each policy's threshold for TARGET_RECALL on labelled posts and report how many
     benign posts still pass; write the thresholds to the sidecar file."""
@@ -235,7 +299,13 @@ def calibrate_command(
         return
     model_sha = file_sha256(DEFAULT_MODEL_DIR / "model.safetensors") if embeddings else None
     written = write_sidecar(
-        policies_dir, calibrations, data_file=labeled_path, data_sha256=file_sha256(labeled_path),
-        target_recall=target_recall, evaluation=evaluation, model_sha256=model_sha, path=output_path,
+        policies_dir,
+        calibrations,
+        data_file=labeled_path,
+        data_sha256=file_sha256(labeled_path),
+        target_recall=target_recall,
+        evaluation=evaluation,
+        model_sha256=model_sha,
+        path=output_path,
     )
     console.print(f"thresholds written to {written}")

@@ -4,7 +4,10 @@ DESIGN §5: the policy is the system message and the post the (last) user messag
 request for one policy version shares a byte-identical prefix and vLLM's prefix cache reuses
 the policy's KV. Effort goes in the top-level `reasoning_effort`. The answer is validated here,
 whatever `response_format` promised. A judge that is unreachable or answers 5xx is not a verdict:
-the call retries (with jittered backoff) until it answers or the caller gives up.
+the call retries (with jittered backoff) until it answers or the caller gives up. Each endpoint has
+a circuit breaker (worker/breaker.py): endpoints that keep failing are skipped, and a tier whose
+endpoints are all open reports `available() == False`, which pauses consumption in the worker.
+`judge_many` asks about several policies in one request (judge_mode multi_policy, docs/judges.md).
 """
 
 from __future__ import annotations
@@ -12,31 +15,39 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
 import orjson
+import structlog
 from pydantic import ValidationError
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, stop_never, wait_random_exponential
 
+from worker.breaker import BreakerState, CircuitBreaker
 from worker.config import JudgeTierSettings
 from worker.contracts import AuditCall, JudgeAnswer, Post
+from worker.multipolicy import multi_prompt, multi_schema
 from worker.policies import Policy
+
+log = structlog.get_logger("modstream.judge")
 
 TierName = Literal["t1", "t2"]
 # Why a call produced no verdict; each one is an escalation reason upstream.
 Failure = Literal["truncated", "empty", "invalid_json", "invalid_answer", "rejected"]
 
+# Bounds are for servers that enforce the schema with a grammar (vLLM + xgrammar on small models,
+# llama.cpp): without them a small model can ramble inside a string until max_tokens. The verdict
+# keeps 500 characters of rationale anyway.
 ANSWER_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "violation": {"type": "integer", "enum": [0, 1]},
-        "policy_category": {"type": ["string", "null"]},
-        "rule_ids": {"type": "array", "items": {"type": "string"}},
+        "policy_category": {"type": ["string", "null"], "maxLength": 64},
+        "rule_ids": {"type": "array", "items": {"type": "string", "maxLength": 32}, "maxItems": 8},
         "confidence": {"type": "string", "enum": ["low", "medium", "high"]},
-        "rationale": {"type": "string"},
+        "rationale": {"type": "string", "maxLength": 500},
     },
     "required": ["violation", "policy_category", "rule_ids", "confidence", "rationale"],
     "additionalProperties": False,
@@ -69,6 +80,20 @@ def user_message(post: Post) -> str:
 def build_request(policy: Policy, post: Post, settings: JudgeTierSettings) -> dict[str, Any]:
     """The request body. Key order is fixed and `messages` comes last, with the post at the very end,
     so bodies for one policy version are byte-identical up to the post text."""
+    return _body(policy.prompt, ANSWER_SCHEMA, "policy_verdict", post, settings)
+
+
+def build_multi_request(policies: Sequence[Policy], post: Post, settings: JudgeTierSettings) -> dict[str, Any]:
+    """One request for several policies (judge_mode multi_policy); same layout, policy sections in
+    the order given (callers pass policy-set order, so one candidate set is one prefix)."""
+    prompt = multi_prompt([(p.id, p.prompt) for p in policies])
+    schema = multi_schema(ANSWER_SCHEMA, [p.id for p in policies])
+    return _body(prompt, schema, "policy_verdicts", post, settings)
+
+
+def _body(
+    system: str, schema: dict[str, Any], schema_name: str, post: Post, settings: JudgeTierSettings
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": settings.model,
         "reasoning_effort": settings.reasoning_effort,
@@ -77,12 +102,12 @@ def build_request(policy: Policy, post: Post, settings: JudgeTierSettings) -> di
     if settings.response_format == "json_schema":
         body["response_format"] = {
             "type": "json_schema",
-            "json_schema": {"name": "policy_verdict", "schema": ANSWER_SCHEMA, "strict": True},
+            "json_schema": {"name": schema_name, "schema": schema, "strict": True},
         }
     elif settings.response_format == "json_object":
-        body["response_format"] = {"type": "json_object", "schema": ANSWER_SCHEMA}
+        body["response_format"] = {"type": "json_object", "schema": schema}
     body["messages"] = [
-        {"role": "system", "content": policy.prompt},
+        {"role": "system", "content": system},
         {"role": "user", "content": user_message(post)},
     ]
     return body
@@ -91,8 +116,8 @@ def build_request(policy: Policy, post: Post, settings: JudgeTierSettings) -> di
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.IGNORECASE)
 
 
-def parse_answer(content: str | None, finish_reason: str | None) -> JudgeAnswer | Failure:
-    """Validate the model's answer text. Never trusts `response_format` to have been enforced."""
+def decode_object(content: str | None, finish_reason: str | None) -> dict[str, Any] | Failure:
+    """The JSON object in the model's answer text, or why there is none."""
     if finish_reason == "length":
         return "truncated"
     if content is None or not content.strip():
@@ -111,25 +136,92 @@ def parse_answer(content: str | None, finish_reason: str | None) -> JudgeAnswer 
             return "invalid_json"
     if not isinstance(data, dict):
         return "invalid_json"
+    return data
+
+
+def validate_answer(data: Any) -> JudgeAnswer | Failure:
     try:
         return JudgeAnswer.model_validate(data)
     except ValidationError:
         return "invalid_answer"
 
 
+def parse_answer(content: str | None, finish_reason: str | None) -> JudgeAnswer | Failure:
+    """Validate the model's answer text. Never trusts `response_format` to have been enforced."""
+    data = decode_object(content, finish_reason)
+    return data if isinstance(data, str) else validate_answer(data)
+
+
+def parse_multi_answer(
+    content: str | None, finish_reason: str | None, policy_ids: Sequence[str]
+) -> dict[str, JudgeAnswer | Failure]:
+    """Per policy id: its validated entry of a multi-policy answer, or why there is none. A broken
+    answer fails every policy; a missing or invalid entry fails only its own policy."""
+    data = decode_object(content, finish_reason)
+    if isinstance(data, str):
+        return dict.fromkeys(policy_ids, data)
+    entries = data.get("results")
+    found: dict[str, JudgeAnswer | Failure] = {}
+    if isinstance(entries, dict):  # the format asked for: {"results": {policy_id: answer}}
+        found = {pid: validate_answer(entries[pid]) for pid in policy_ids if pid in entries}
+    elif isinstance(entries, list):  # tolerated: [{"policy_id": ..., ...answer}], first entry per id wins
+        for entry in entries:
+            if isinstance(entry, dict) and entry.get("policy_id") in policy_ids:
+                found.setdefault(str(entry["policy_id"]), validate_answer(entry))
+    return {pid: found.get(pid, "invalid_answer") for pid in policy_ids}
+
+
+BreakerListener = Callable[[str, BreakerState], None]
+
+
 class Endpoints:
-    """Several base URLs for one tier, chosen by least requests in flight (ties: list order)."""
+    """Several base URLs for one tier, chosen by least requests in flight (ties: list order) among
+    those whose circuit breaker lets a request through."""
 
-    def __init__(self, base_urls: list[str]) -> None:
+    def __init__(
+        self,
+        base_urls: list[str],
+        failure_threshold: int = 5,
+        cooldown_s: float = 10.0,
+        on_state: BreakerListener | None = None,
+    ) -> None:
         self.in_flight = dict.fromkeys(base_urls, 0)
+        self.breakers = {url: CircuitBreaker(failure_threshold, cooldown_s) for url in base_urls}
+        self._on_state = on_state
 
-    def acquire(self) -> str:
-        url = min(self.in_flight, key=self.in_flight.__getitem__)
+    def acquire(self, now: float) -> str | None:
+        """An endpoint to send to, or None when every endpoint's breaker is open."""
+        allowed = [url for url in self.in_flight if self.breakers[url].can_try(now)]
+        if not allowed:
+            return None
+        url = min(allowed, key=self.in_flight.__getitem__)
+        self._transition(url, lambda b: b.on_send(now))
         self.in_flight[url] += 1
         return url
 
-    def release(self, url: str) -> None:
+    def release(self, url: str, ok: bool | None, now: float) -> None:
+        """ok: the server answered (any status but 429/5xx); False: it did not; None: we gave up first."""
         self.in_flight[url] -= 1
+        if ok is None:
+            self._transition(url, CircuitBreaker.on_abandon)
+        elif ok:
+            self._transition(url, CircuitBreaker.on_success)
+        else:
+            self._transition(url, lambda b: b.on_failure(now))
+
+    def available(self) -> bool:
+        """At least one endpoint is known good (closed). Open or probing endpoints do not count."""
+        return any(b.state == "closed" for b in self.breakers.values())
+
+    def states(self) -> dict[str, BreakerState]:
+        return {url: b.state for url, b in self.breakers.items()}
+
+    def _transition(self, url: str, change: Callable[[CircuitBreaker], None]) -> None:
+        breaker = self.breakers[url]
+        before = breaker.state
+        change(breaker)
+        if breaker.state != before and self._on_state is not None:
+            self._on_state(url, breaker.state)
 
 
 ObserveLatency = Callable[[str, float], None]
@@ -145,33 +237,79 @@ class JudgeClient:
         http: httpx.AsyncClient,
         on_latency: ObserveLatency | None = None,
         on_retry: Callable[[str], None] | None = None,
+        on_breaker: BreakerListener | None = None,
+        give_up_after_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`give_up_after_s=None` (the worker): retry an unavailable judge forever, the post waits.
+        A number (the eval harness): raise JudgeUnavailable once retrying has taken that long."""
         self.tier = tier
         self.settings = settings
         self._http = http
         self._slots = asyncio.Semaphore(settings.max_in_flight)
-        self._endpoints = Endpoints(settings.base_urls)
+        self._endpoints = Endpoints(
+            settings.base_urls, settings.breaker_failures, settings.breaker_cooldown_s, self._breaker_changed
+        )
+        self._on_breaker = on_breaker
         self._on_latency = on_latency
         self._on_retry = on_retry
+        self._give_up_after_s = give_up_after_s
+        self._clock = clock
         self._headers = {"content-type": "application/json"}
         if settings.api_key is not None:
             self._headers["authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
 
+    def available(self) -> bool:
+        """False while every endpoint of this tier is open (down): the worker pauses consumption."""
+        return self._endpoints.available()
+
+    def breaker_states(self) -> dict[str, BreakerState]:
+        return self._endpoints.states()
+
+    def _breaker_changed(self, endpoint: str, state: BreakerState) -> None:
+        level = log.warning if state == "open" else log.info
+        level("judge_breaker", tier=self.tier, endpoint=endpoint, state=state, available=self.available())
+        if self._on_breaker is not None:
+            self._on_breaker(endpoint, state)
+
     async def judge(self, policy: Policy, post: Post) -> JudgeCall:
         body = build_request(policy, post, self.settings)
+        response, endpoint, latency_ms = await self._send(body)
+        content, reasoning, finish_reason, usage, error = _read_completion(response)
+        outcome = parse_answer(content, finish_reason) if error is None else _error_failure(response)
+        audit = self._audit([policy], body, endpoint, latency_ms, content, reasoning, finish_reason, usage, error)
+        return _call(self.tier, policy, outcome, audit)
+
+    async def judge_many(self, policies: Sequence[Policy], post: Post) -> list[JudgeCall]:
+        """One request for several policies (judge_mode multi_policy); one JudgeCall per policy, all
+        sharing the request's audit record. One policy is an ordinary single-policy request."""
+        if len(policies) == 1:
+            return [await self.judge(policies[0], post)]
+        body = build_multi_request(policies, post, self.settings)
+        response, endpoint, latency_ms = await self._send(body)
+        content, reasoning, finish_reason, usage, error = _read_completion(response)
+        ids = [p.id for p in policies]
+        if error is None:
+            outcomes = parse_multi_answer(content, finish_reason, ids)
+        else:
+            outcomes = dict.fromkeys(ids, _error_failure(response))
+        audit = self._audit(policies, body, endpoint, latency_ms, content, reasoning, finish_reason, usage, error)
+        return [_call(self.tier, p, outcomes[p.id], audit) for p in policies]
+
+    async def _send(self, body: dict[str, Any]) -> tuple[httpx.Response, str, float]:
         payload = orjson.dumps(body)
         started = time.perf_counter()
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(JudgeUnavailable),
             wait=wait_random_exponential(multiplier=self.settings.retry_initial_s, max=self.settings.retry_max_s),
+            stop=stop_never if self._give_up_after_s is None else stop_after_delay(self._give_up_after_s),
             before_sleep=self._before_retry,
             reraise=True,
         )
         response: httpx.Response
         endpoint: str
         response, endpoint = await retrying(self._post_once, payload)
-        latency_ms = (time.perf_counter() - started) * 1000
-        return self._to_call(policy, body, endpoint, response, latency_ms)
+        return response, endpoint, (time.perf_counter() - started) * 1000
 
     def _before_retry(self, state: Any) -> None:
         if self._on_retry is not None:
@@ -179,8 +317,11 @@ class JudgeClient:
 
     async def _post_once(self, payload: bytes) -> tuple[httpx.Response, str]:
         async with self._slots:
-            endpoint = self._endpoints.acquire()
+            endpoint = self._endpoints.acquire(self._clock())
+            if endpoint is None:
+                raise JudgeUnavailable(f"{self.tier}: every endpoint's circuit breaker is open")
             started = time.perf_counter()
+            ok: bool | None = None
             try:
                 response = await self._http.post(
                     f"{endpoint}/chat/completions",
@@ -188,46 +329,38 @@ class JudgeClient:
                     headers=self._headers,
                     timeout=self.settings.timeout_s,
                 )
+                ok = not (response.status_code == 429 or response.status_code >= 500)
             except httpx.TransportError as exc:  # connect errors, resets, timeouts
+                ok = False
                 raise JudgeUnavailable(f"{endpoint}: {type(exc).__name__}: {exc}") from exc
             finally:
-                self._endpoints.release(endpoint)
+                # ok stays None only when the call was cancelled: that says nothing about the server.
+                self._endpoints.release(endpoint, ok, self._clock())
             if self._on_latency is not None:
                 self._on_latency(self.tier, time.perf_counter() - started)
-        if response.status_code == 429 or response.status_code >= 500:
+        if not ok:
             raise JudgeUnavailable(f"{endpoint}: HTTP {response.status_code}")
         return response, endpoint
 
-    def _to_call(
-        self, policy: Policy, body: dict[str, Any], endpoint: str, response: httpx.Response, latency_ms: float
-    ) -> JudgeCall:
-        reasoning: str | None = None
-        content: str | None = None
-        finish_reason: str | None = None
-        usage: dict[str, Any] | None = None
-        error: str | None = None
-        outcome: JudgeAnswer | Failure
-        if response.status_code != 200:
-            # 4xx: the server refused this request (unknown model, prompt too long). No verdict.
-            error = f"HTTP {response.status_code}: {response.text[:500]}"
-            outcome = "rejected"
-        else:
-            try:
-                data = orjson.loads(response.content)
-                choice = data["choices"][0]
-                message = choice.get("message") or {}
-                content = message.get("content")
-                reasoning = message.get("reasoning") or message.get("reasoning_content")
-                finish_reason = choice.get("finish_reason")
-                usage = data.get("usage")
-                outcome = parse_answer(content, finish_reason)
-            except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError) as exc:
-                error = f"malformed response body: {type(exc).__name__}: {exc}"
-                outcome = "invalid_json"
-        audit = AuditCall(
+    def _audit(
+        self,
+        policies: Sequence[Policy],
+        body: dict[str, Any],
+        endpoint: str,
+        latency_ms: float,
+        content: str | None,
+        reasoning: str | None,
+        finish_reason: str | None,
+        usage: dict[str, Any] | None,
+        error: str | None,
+    ) -> AuditCall:
+        return AuditCall(
             tier=self.tier,
-            policy_id=policy.id,
-            policy_version=policy.version,
+            # A multi-policy call names every policy it asked about, joined with "+".
+            policy_id="+".join(p.id for p in policies),
+            policy_version="+".join(p.version for p in policies),
+            policy_versions={p.id: p.version for p in policies} if len(policies) > 1 else None,
+            shadow=any(p.meta.shadow for p in policies),
             model=self.settings.model,
             endpoint=endpoint,
             reasoning_effort=self.settings.reasoning_effort,
@@ -239,9 +372,6 @@ class JudgeClient:
             latency_ms=latency_ms,
             usage=usage,
         )
-        if isinstance(outcome, JudgeAnswer):
-            return JudgeCall(self.tier, policy, outcome, None, audit)
-        return JudgeCall(self.tier, policy, None, outcome, audit)
 
     async def ready(self) -> bool:
         """Readiness: every endpoint lists our model on `/v1/models` (vLLM's /health lies after GPU faults)."""
@@ -259,4 +389,32 @@ class JudgeClient:
             return False
 
 
+def _read_completion(
+    response: httpx.Response,
+) -> tuple[str | None, str | None, str | None, dict[str, Any] | None, str | None]:
+    """(content, reasoning, finish_reason, usage, error) of a chat completion response."""
+    if response.status_code != 200:
+        # 4xx: the server refused this request (unknown model, prompt too long). No verdict.
+        return None, None, None, None, f"HTTP {response.status_code}: {response.text[:500]}"
+    try:
+        data = orjson.loads(response.content)
+        choice = data["choices"][0]
+        message = choice.get("message") or {}
+        reasoning = message.get("reasoning") or message.get("reasoning_content")
+        return message.get("content"), reasoning, choice.get("finish_reason"), data.get("usage"), None
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        return None, None, None, None, f"malformed response body: {type(exc).__name__}: {exc}"
+
+
+def _error_failure(response: httpx.Response) -> Failure:
+    return "rejected" if response.status_code != 200 else "invalid_json"
+
+
+def _call(tier: TierName, policy: Policy, outcome: JudgeAnswer | Failure, audit: AuditCall) -> JudgeCall:
+    if isinstance(outcome, JudgeAnswer):
+        return JudgeCall(tier, policy, outcome, None, audit)
+    return JudgeCall(tier, policy, None, outcome, audit)
+
+
 JudgeFn = Callable[[Policy, Post], Awaitable[JudgeCall]]
+JudgeManyFn = Callable[[Sequence[Policy], Post], Awaitable[list[JudgeCall]]]

@@ -62,3 +62,47 @@ class Metrics:
         )
         self.policy_reloads = Counter("modstream_policy_reloads", "Policy directory reloads", ["result"], registry=r)
         self.ready = Gauge("modstream_ready", "1 when assigned and judges answer /v1/models", registry=r)
+        self.judge_breaker_state = Gauge(
+            "modstream_judge_breaker_state",
+            "Circuit breaker of one judge endpoint: 0 closed, 1 half-open (probing), 2 open (skipped)",
+            ["tier", "endpoint"],
+            registry=r,
+        )
+        self.shadow_agreement = Counter(
+            "modstream_shadow_agreement",
+            "Posts where a shadow policy's violation flag agrees (or not) with its live twin's",
+            ["policy_id", "agree"],
+            registry=r,
+        )
+        # ---- delivery guarantees and backpressure (docs/reliability.md) ----
+        self.in_flight_cap = Gauge("modstream_in_flight_cap", "max_in_flight: the cap on held posts", registry=r)
+        self.in_flight_high_water = Gauge(
+            "modstream_in_flight_high_water", "Most posts held at once since start (never above the cap)", registry=r
+        )
+        self.parked = Gauge(
+            "modstream_parked_records", "Records consumed but waiting for room in their partition", registry=r
+        )
+        self.partition_in_flight = Gauge(
+            "modstream_partition_in_flight",
+            "Records of one partition started and not yet committable (parked ones not included)",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.tasks_running = Gauge("modstream_tasks_running", "Posts being judged or published now", registry=r)
+        self.rebalances = Counter("modstream_rebalances", "Partitions assigned, revoked or lost", ["event"], registry=r)
+        self.abandoned = Counter(
+            "modstream_abandoned_records",
+            "In-flight records given up on (revoke/lost/drain deadline/rewind); replayed by the next owner",
+            ["reason"],
+            registry=r,
+        )
+        self.processing_retries = Counter(
+            "modstream_processing_retries", "Posts whose processing raised and was retried", registry=r
+        )
+        self.client_restarts = Counter(
+            "modstream_kafka_client_restarts", "Kafka clients recreated after a fatal error", ["client"], registry=r
+        )
+        self.kafka_errors = Counter(
+            "modstream_kafka_errors", "Kafka client errors by class and name", ["client", "class", "error"], registry=r
+        )
+        self.broker_up = Gauge("modstream_broker_reachable", "1 when the last broker probe succeeded", registry=r)

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from funnel import FunnelResult
 from worker.config import EscalationSettings
 from worker.contracts import AuditRecord, Post, SourceRef, Verdict
 from worker.escalate import PolicyOutcome, Reason, escalation_reasons, settle
 from worker.funnel import PolicyRuntime
-from worker.judge import JudgeCall, JudgeFn
-from worker.verdict import assemble_audit, assemble_verdict
+from worker.judge import JudgeCall, JudgeFn, JudgeManyFn
+from worker.policies import Policy
+from worker.verdict import ShadowAgreement, assemble_audit, assemble_verdict, shadow_agreement
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +27,7 @@ class Judged:
     audit: AuditRecord | None
     calls: list[JudgeCall]
     escalations: list[Reason]
+    shadow: list[ShadowAgreement] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +35,22 @@ class Judges:
     t1: JudgeFn
     t2: JudgeFn
     rules: EscalationSettings
+    # judge_mode multi_policy: one request per tier for all of a post's live candidates.
+    t1_many: JudgeManyFn | None = None
+    t2_many: JudgeManyFn | None = None
+
+
+async def ask(one: JudgeFn, many: JudgeManyFn | None, policies: Sequence[Policy], post: Post) -> list[JudgeCall]:
+    """One call per policy, or (multi_policy) one call for the live policies. Shadow policies are
+    always asked alone: they must be judged independently of the live twin they are compared with.
+    Returns the calls in the order of `policies`."""
+    live = [p for p in policies if not p.meta.shadow]
+    if many is None or len(live) < 2:
+        return list(await asyncio.gather(*(one(p, post) for p in policies)))
+    alone = [p for p in policies if p.meta.shadow]
+    grouped, singles = await asyncio.gather(many(live, post), asyncio.gather(*(one(p, post) for p in alone)))
+    by_id = {c.policy.id: c for c in [*grouped, *singles]}
+    return [by_id[p.id] for p in policies]
 
 
 async def judge_post(
@@ -44,22 +63,17 @@ async def judge_post(
 ) -> Judged:
     """`started` is the perf_counter time the post was consumed (verdict latency counts from there)."""
     candidates = runtime.candidates(screened)
-    t1_calls = await asyncio.gather(*(judges.t1(policy, post) for policy in candidates))
+    t1_calls = await ask(judges.t1, judges.t1_many, candidates, post)
     reasons = [escalation_reasons(call, screened, post.id, judges.rules) for call in t1_calls]
-    escalated = [call for call, why in zip(t1_calls, reasons, strict=True) if why]
-    t2_by_policy = dict(
-        zip(
-            (c.policy.id for c in escalated),
-            await asyncio.gather(*(judges.t2(c.policy, post) for c in escalated)),
-            strict=True,
-        )
-    )
+    escalated = [call.policy for call, why in zip(t1_calls, reasons, strict=True) if why]
+    t2_calls = await ask(judges.t2, judges.t2_many, escalated, post)
+    t2_by_policy = {c.policy.id: c for c in t2_calls}
     outcomes = [
         settle(call, why, t2_by_policy.get(call.policy.id), judges.rules)
         for call, why in zip(t1_calls, reasons, strict=True)
     ]
     live: list[PolicyOutcome] = [o for o in outcomes if not o.policy.meta.shadow]
     verdict = assemble_verdict(post.id, live, screened, source, (time.perf_counter() - started) * 1000)
-    calls = [*t1_calls, *t2_by_policy.values()]
+    calls = [*t1_calls, *t2_calls]
     audit = assemble_audit(verdict, calls) if calls else None
-    return Judged(verdict, audit, calls, [r for why in reasons for r in why])
+    return Judged(verdict, audit, calls, [r for why in reasons for r in why], shadow_agreement(outcomes))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from worker.contracts import Confidence
 
@@ -54,8 +54,19 @@ class PolicyFrontMatter(BaseModel):
     severity: Severity = "medium"
     # Shadow policies are judged and audited but never change the decision.
     shadow: bool = False
+    # The live policy a shadow policy is a candidate replacement for: the funnel screens the shadow
+    # with its twin's candidates, and agreement with the twin is counted per post.
+    shadow_of: str | None = None
     funnel: FunnelHints = Field(default_factory=FunnelHints)
     escalation: EscalationHints = Field(default_factory=EscalationHints)
+
+    @model_validator(mode="after")
+    def _shadow_of_needs_shadow(self) -> PolicyFrontMatter:
+        if self.shadow_of is not None and not self.shadow:
+            raise ValueError("shadow_of is only allowed on a shadow policy (set `shadow: true`)")
+        if self.shadow_of == self.id:
+            raise ValueError("a shadow policy cannot be the shadow of itself")
+        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,25 +131,55 @@ class PolicySet:
     def live(self) -> tuple[Policy, ...]:
         return tuple(p for p in self.policies if not p.meta.shadow)
 
+    def shadows_of(self, live_id: str) -> tuple[Policy, ...]:
+        return tuple(p for p in self.policies if p.meta.shadow_of == live_id)
+
 
 def policy_files(directory: Path) -> list[Path]:
     """The policy files of a directory: `*.md`, not starting with `_` or `.`, sorted by name."""
     return sorted(p for p in directory.glob("*.md") if not p.name.startswith(("_", ".")))
 
 
-def load_policy_dir(directory: Path) -> PolicySet:
-    """Load every `*.md` policy in `directory` (sorted by name); refuse duplicates and empty dirs."""
+def read_policy_files(directory: Path) -> dict[Path, bytes]:
+    """The bytes of every policy file in `directory` (sorted by name), read once: a reload parses
+    and fingerprints exactly these bytes, so what is hashed is what is served."""
     if not directory.is_dir():
         raise PolicyError(f"policies directory {directory} does not exist (set MODSTREAM_POLICIES_DIR)")
-    files = policy_files(directory)
+    try:
+        return {path: path.read_bytes() for path in policy_files(directory)}
+    except OSError as exc:  # a file removed or unreadable mid-read
+        raise PolicyError(f"cannot read {exc.filename}: {exc.strerror}") from exc
+
+
+def files_fingerprint(files: dict[Path, bytes]) -> str:
+    """Content hash of a directory's policy files (names and bytes)."""
+    digest = hashlib.sha256()
+    for path, data in files.items():
+        digest.update(path.name.encode() + b"\0" + hashlib.sha256(data).digest())
+    return digest.hexdigest()[:16]
+
+
+def load_policy_files(directory: Path, files: dict[Path, bytes]) -> PolicySet:
+    """Parse policy files read by `read_policy_files`; refuse duplicates, dangling shadow twins
+    and empty directories."""
     if not files:
         raise PolicyError(f"policies directory {directory} holds no *.md policy files")
     policies: list[Policy] = []
     seen: dict[str, Path] = {}
-    for path in files:
-        policy = parse_policy(path.read_bytes(), path)
+    for path, data in files.items():
+        policy = parse_policy(data, path)
         if policy.id in seen:
             raise PolicyError(f"{path}: duplicate policy id {policy.id!r} (also in {seen[policy.id]})")
         seen[policy.id] = path
         policies.append(policy)
+    live = {p.id for p in policies if not p.meta.shadow}
+    for policy in policies:
+        twin = policy.meta.shadow_of
+        if twin is not None and twin not in live:
+            raise PolicyError(f"{policy.path}: shadow_of names {twin!r}, which is not a live policy in {directory}")
     return PolicySet(policies=tuple(policies), directory=directory)
+
+
+def load_policy_dir(directory: Path) -> PolicySet:
+    """Load every `*.md` policy in `directory` (sorted by name)."""
+    return load_policy_files(directory, read_policy_files(directory))

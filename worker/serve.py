@@ -26,10 +26,16 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> W
             pass
     worker = Worker(settings)
     try:
+        # SIGHUP: reload the policy directory now (see worker/reload.py).
+        loop.add_signal_handler(signal.SIGHUP, worker.reloader.request)
+        installed.append(signal.SIGHUP)
+    except (NotImplementedError, RuntimeError, AttributeError):  # not the main thread / no SIGHUP
+        pass
+    try:
         await worker.run(stop)
     finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
+        for signum in installed:
+            loop.remove_signal_handler(signum)
     return worker
 
 

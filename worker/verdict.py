@@ -4,6 +4,7 @@ the restricted AuditRecord (the only place the chain of thought is kept)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from funnel import FunnelResult
@@ -93,9 +94,29 @@ def assemble_verdict(
 
 
 def assemble_audit(verdict: Verdict, calls: Sequence[JudgeCall]) -> AuditRecord:
-    return AuditRecord(
-        post_id=verdict.post_id,
-        decision=verdict.decision,
-        calls=[c.audit for c in calls],
-        source=verdict.source,
-    )
+    # A multi-policy request yields one JudgeCall per policy sharing one AuditCall: keep it once.
+    audits = list({id(c.audit): c.audit for c in calls}.values())
+    return AuditRecord(post_id=verdict.post_id, decision=verdict.decision, calls=audits, source=verdict.source)
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowAgreement:
+    policy_id: str  # the shadow policy
+    agree: bool
+
+
+def shadow_agreement(outcomes: Sequence[PolicyOutcome]) -> list[ShadowAgreement]:
+    """For each shadow policy with a `shadow_of` twin judged on the same post: do their violation
+    flags agree? Pairs where either side has no answer are not counted (nothing to compare)."""
+    by_id = {o.policy.id: o for o in outcomes}
+    found: list[ShadowAgreement] = []
+    for outcome in outcomes:
+        twin_id = outcome.policy.meta.shadow_of
+        twin = by_id.get(twin_id) if twin_id is not None else None
+        if twin is None:
+            continue
+        mine, theirs = outcome.deciding.answer, twin.deciding.answer
+        if mine is None or theirs is None:
+            continue
+        found.append(ShadowAgreement(outcome.policy.id, mine.violation == theirs.violation))
+    return found

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, Literal, get_args
 
+from worker.multipolicy import split_sections
+
 Effort = Literal["low", "medium", "high"]
 Fault = Literal["5xx", "timeout", "truncate", "invalid_json", "empty"]
 FinishReason = Literal["stop", "length"]
@@ -239,22 +241,25 @@ def apply_max_tokens(outcome: Outcome, max_tokens: int | None) -> Outcome:
     return replace(outcome, content=content, finish_reason="length")
 
 
-def script(
-    policy: str,
-    post: str,
-    effort: str,
-    seed: int,
-    *,
-    rate_fault: str | None = None,
-    max_tokens: int | None = None,
-) -> Outcome:
-    """The scripted completion for one request.
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What the model "means" for one policy, before faults and length cuts."""
 
-    `rate_fault` is the fault drawn from the configured rates; a directive's `fault=` (even
-    `fault=none`) replaces it. Raises DirectiveError for a malformed directive.
-    """
+    answer: dict[str, Any]
+    reasoning: str
+    category: str
+    text: str
+    fault: str | None  # pinned by a directive (None: not pinned; "none": pinned clean)
+    delay_ms: int
+
+
+def plan(policy: str, post: str, effort: str, seed: int) -> Plan:
+    """The scripted answer for one policy. Directives in the policy text are defaults that the
+    post's directives override (so a test can script a whole policy version, e.g. for eval --compare)."""
     parsed = parse_post(post)
     directive = parsed.directive_for(effort)
+    if "[[sim:" in policy.lower():
+        directive = parse_post(policy).directive_for(effort).merged(directive)
     text = parsed.text or post
     trigger = find_trigger(parsed.text)
     category = policy_category(policy)
@@ -273,10 +278,68 @@ def script(
         ),
     }
     reasoning = _reasoning(text, category, trigger, answer, effort, seed)
-    full = json.dumps(answer)
+    return Plan(answer, reasoning, category, text, directive.fault, directive.delay_ms or 0)
+
+
+def script(
+    policy: str,
+    post: str,
+    effort: str,
+    seed: int,
+    *,
+    rate_fault: str | None = None,
+    max_tokens: int | None = None,
+) -> Outcome:
+    """The scripted completion for one request.
+
+    `rate_fault` is the fault drawn from the configured rates; a directive's `fault=` (even
+    `fault=none`) replaces it. Raises DirectiveError for a malformed directive. A multi-policy
+    prompt (worker/multipolicy.py layout) gets one answer per policy section in one completion.
+    """
+    sections = split_sections(policy)
+    if sections is not None:
+        return _script_multi(sections, post, effort, seed, rate_fault, max_tokens)
+    p = plan(policy, post, effort, seed)
+    fault = p.fault if p.fault is not None else rate_fault
+    return _finish(p.answer, p.answer, p.reasoning, p.category, p.text, effort, seed, fault, p.delay_ms, max_tokens)
+
+
+def _script_multi(
+    sections: list[tuple[str, str]],
+    post: str,
+    effort: str,
+    seed: int,
+    rate_fault: str | None,
+    max_tokens: int | None,
+) -> Outcome:
+    """Assumption (documented in docs/judges.md): the model reasons about each policy about as long
+    as it would alone, so reasoning tokens add up; one fault, if any, hits the whole completion."""
+    plans = [plan(prompt, post, effort, seed) for _, prompt in sections]
+    combined = {"results": {pid: p.answer for (pid, _), p in zip(sections, plans, strict=True)}}
+    reasoning = " ".join(f"Policy {pid}: {p.reasoning}" for (pid, _), p in zip(sections, plans, strict=True))
+    pinned = next((p.fault for p in plans if p.fault is not None), None)
+    fault = pinned if pinned is not None else rate_fault
+    delay_ms = max(p.delay_ms for p in plans)
+    first = plans[0]
+    return _finish(combined, first.answer, reasoning, "multiple", first.text, effort, seed, fault, delay_ms, max_tokens)
+
+
+def _finish(
+    shown: dict[str, Any],
+    answer: dict[str, Any],
+    reasoning: str,
+    category: str,
+    text: str,
+    effort: str,
+    seed: int,
+    fault: str | None,
+    delay_ms: int,
+    max_tokens: int | None,
+) -> Outcome:
+    """Serialise `shown` as the content, then act out the fault and the length limit."""
+    full = json.dumps(shown)
     content: str | None = full
     finish: FinishReason = "stop"
-    fault = directive.fault if directive.fault is not None else rate_fault
     fault = None if fault == "none" else fault
     variant = stable_hash(seed, "variant", text, effort)
     if fault == "truncate":
@@ -289,5 +352,5 @@ def script(
         content = _invalid_json(answer, category, variant % 3)
     elif fault == "empty":
         content = ""
-    outcome = Outcome(answer, reasoning, content, finish, fault, directive.delay_ms or 0)
+    outcome = Outcome(answer, reasoning, content, finish, fault, delay_ms)
     return apply_max_tokens(outcome, max_tokens)

@@ -1,0 +1,122 @@
+"""Flow control (backpressure): how many records the worker holds, and which partitions to pause.
+
+Two caps bound what a worker holds, whatever the judge latency:
+
+- `max_in_flight` per worker: records consumed and not yet committable (running, or finished
+  but waiting behind a slower offset of the same partition), plus records parked (below).
+  `consume()` is never asked for more than the room left, so this cap is never exceeded.
+- `max_in_flight_per_partition`: how far ahead of its committed offset one partition may run.
+  It bounds the replay after a crash to that many records per partition, and keeps one hot
+  partition from taking the whole worker cap. A batch can bring more records of one partition
+  than its room: the excess is *parked* here (a bounded FIFO: it counts against the worker cap)
+  and the partition is paused until its room frees.
+
+A partition is paused when it is at its cap or has parked records, every assigned partition is
+paused when the worker is at its cap; everything else is resumed. Pure logic, no Kafka.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Generic, Protocol, TypeVar
+
+from worker.commit import TopicPartitionKey
+
+
+class HasPosition(Protocol):
+    @property
+    def tp(self) -> TopicPartitionKey: ...
+
+    @property
+    def offset(self) -> int: ...
+
+
+R = TypeVar("R", bound=HasPosition)
+
+
+class FlowControl(Generic[R]):
+    def __init__(self, max_in_flight: int, max_in_flight_per_partition: int) -> None:
+        self.max_in_flight = max_in_flight
+        self.max_per_partition = min(max_in_flight_per_partition, max_in_flight)
+        self._parked: dict[TopicPartitionKey, deque[R]] = {}
+        # Highest offset seen per partition (parked or dispatched): a lower one means a rewind.
+        self._last_seen: dict[TopicPartitionKey, int] = {}
+        self.high_water = 0
+
+    @property
+    def parked(self) -> int:
+        return sum(len(q) for q in self._parked.values())
+
+    def parked_of(self, tp: TopicPartitionKey) -> int:
+        q = self._parked.get(tp)
+        return len(q) if q else 0
+
+    def is_rewind(self, record: R) -> bool:
+        """True when `record` is not after the last offset seen for its partition (the log was
+        reset or truncated under us, or a record was delivered twice)."""
+        last = self._last_seen.get(record.tp)
+        return last is not None and record.offset <= last
+
+    def admit(self, records: Iterable[R], in_flight_of: Callable[[TopicPartitionKey], int]) -> list[R]:
+        """Records to start now, in order; the rest are parked behind earlier records of their
+        partition. `in_flight_of(tp)` is the tracker's count for the partition."""
+        ready: list[R] = []
+        started: dict[TopicPartitionKey, int] = {}
+        for record in records:
+            tp = record.tp
+            self._last_seen[tp] = record.offset
+            queue = self._parked.get(tp)
+            count = in_flight_of(tp) + started.get(tp, 0)
+            if queue or count >= self.max_per_partition:
+                self._parked.setdefault(tp, deque()).append(record)
+                continue
+            started[tp] = started.get(tp, 0) + 1
+            ready.append(record)
+        return ready
+
+    def admit_one(self, record: R, in_flight: int) -> bool:
+        """`admit` for one record whose partition has `in_flight` records started: True = start it
+        now, False = it was parked."""
+        return bool(self.admit([record], lambda _tp: in_flight))
+
+    def release(self, in_flight_of: Callable[[TopicPartitionKey], int]) -> list[R]:
+        """Parked records that fit now (oldest first per partition)."""
+        ready: list[R] = []
+        for tp in list(self._parked):
+            queue = self._parked[tp]
+            room = self.max_per_partition - in_flight_of(tp)
+            while queue and room > 0:
+                ready.append(queue.popleft())
+                room -= 1
+            if not queue:
+                del self._parked[tp]
+        return ready
+
+    def drop(self, tp: TopicPartitionKey) -> int:
+        """Forget a partition (revoked, lost, rewound): its parked records are abandoned and the
+        next owner (or the re-fetch) reads them again from the committed offset."""
+        self._last_seen.pop(tp, None)
+        queue = self._parked.pop(tp, None)
+        return len(queue) if queue else 0
+
+    def room(self, held: int) -> int:
+        """How many records `consume()` may return now; `held` = tracker in-flight (parked excluded)."""
+        return max(0, self.max_in_flight - held - self.parked)
+
+    def observe(self, held: int) -> int:
+        total = held + self.parked
+        self.high_water = max(self.high_water, total)
+        return total
+
+    def want_paused(
+        self,
+        assigned: Iterable[TopicPartitionKey],
+        in_flight_of: Callable[[TopicPartitionKey], int],
+        held: int,
+        pause_all: bool = False,
+    ) -> set[TopicPartitionKey]:
+        assigned = set(assigned)
+        if pause_all or held + self.parked >= self.max_in_flight:
+            return assigned
+        return {tp for tp in assigned if self._parked.get(tp) or in_flight_of(tp) >= self.max_per_partition}
