@@ -21,7 +21,7 @@ from worker.consume import consumer_config
 from worker.contracts import Post
 from worker.deadline import JudgeUptimeClock
 from worker.decode import DecodeError, decode_post
-from worker.flow import FlowControl
+from worker.flow import FlowControl, pause_changes
 from worker.judge import build_request, parse_answer
 from worker.kafka_errors import classify, is_broker_down
 from worker.policies import load_policy_dir
@@ -71,6 +71,30 @@ def test_worker_cap_pauses_everything_and_room_never_goes_negative() -> None:
     assert flow.want_paused(assigned, lambda tp: 2, held=4) == assigned
     assert flow.want_paused(assigned, lambda tp: 1, held=2) == set()
     assert flow.want_paused(assigned, lambda tp: 1, held=2, pause_all=True) == assigned
+
+
+def test_records_beyond_the_room_are_split_off_with_the_offset_to_seek_back_to() -> None:
+    flow: FlowControl[Rec] = FlowControl(max_in_flight=4, max_in_flight_per_partition=4)
+    batch = [Rec("p", 0, 5), Rec("p", 1, 7), Rec("p", 0, 6), Rec("p", 1, 8), Rec("p", 2, 0)]
+    fits, overflow = flow.over_cap(batch, room=2)
+    assert [(r.partition, r.offset) for r in fits] == [(0, 5), (1, 7)]
+    assert overflow == {("p", 0): 6, ("p", 1): 8, ("p", 2): 0}
+    # At the cap (room 0, consume() still asks for one record) nothing is kept.
+    assert flow.over_cap([Rec("p", 3, 9)], room=0) == ([], {("p", 3): 9})
+    assert flow.over_cap(batch, room=10) == (batch, {})
+
+
+def test_pause_state_is_set_explicitly_for_partitions_whose_state_is_unknown() -> None:
+    a, b, c = ("p", 0), ("p", 1), ("p", 2)
+    assigned = {a, b, c}
+    # Known state: only the differences are sent.
+    assert pause_changes(want={a}, believed={a, b}, unknown=set(), assigned=assigned) == ([], [b])
+    # Just assigned (pause flag unknown) and wanted paused: pause it, even if we believed it paused.
+    assert pause_changes(want={a, b}, believed={a, b}, unknown={b}, assigned=assigned) == ([b], [])
+    # Unknown and wanted running: resume it, even if we never paused it.
+    assert pause_changes(want=set(), believed=set(), unknown={c}, assigned=assigned) == ([], [c])
+    # A partition no longer assigned is never touched.
+    assert pause_changes(want=set(), believed=set(), unknown={("q", 0)}, assigned=assigned) == ([], [])
 
 
 def test_rewind_is_detected() -> None:

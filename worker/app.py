@@ -31,7 +31,7 @@ from worker.consume import GroupConsumer, consumer_config
 from worker.contracts import Post, SourceRef
 from worker.deadline import DeadlineExceeded, JudgeUptimeClock
 from worker.decode import DecodeError, decode_post
-from worker.flow import FlowControl
+from worker.flow import FlowControl, pause_changes
 from worker.funnel import PolicyRuntime, screen
 from worker.health import build_health_app, start_health_server
 from worker.judge import JudgeCall, JudgeClient
@@ -92,6 +92,7 @@ class Worker:
         self._consumer_fatal: str | None = None
         self._tasks: dict[TopicPartitionKey, set[asyncio.Task[None]]] = defaultdict(set)
         self._paused: set[TopicPartitionKey] = set()
+        self._pause_unknown: set[TopicPartitionKey] = set()
         self._judges_ready = False
         self.metrics_port: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -211,7 +212,7 @@ class Worker:
             log.info("worker_stopped", unflushed=remaining)
 
     async def _dispatch(self, messages: list[Message]) -> None:
-        ready: list[Consumed] = []
+        owned: list[Consumed] = []
         consumed = 0
         for msg in messages:
             error = msg.error()
@@ -224,13 +225,38 @@ class Worker:
                 # Fetched before a revoke: that partition is someone else's now; never act on it.
                 self.metrics.abandoned.labels("not_owned").inc()
                 continue
+            owned.append(record)
+        self.metrics.records_consumed.labels(self.settings.topics.posts).inc(consumed)
+        fits, overflow = self.flow.over_cap(owned, self.flow.room(self.tracker.total_in_flight))
+        if overflow and not await self._push_back(overflow, len(owned) - len(fits)):
+            fits = owned  # could not seek back: holding a few over the cap beats skipping them
+        ready: list[Consumed] = []
+        for record in fits:
             if self.flow.is_rewind(record):
                 ready = [r for r in ready if r.tp != record.tp]
                 self._rewind(record)
             if self.flow.admit_one(record, self.tracker.in_flight(record.tp) + _count(ready, record.tp)):
                 ready.append(record)
-        self.metrics.records_consumed.labels(self.settings.topics.posts).inc(consumed)
         await self._start(ready)
+
+    async def _push_back(self, overflow: dict[TopicPartitionKey, int], count: int) -> bool:
+        """Records beyond the worker cap arrived: their partitions were not really paused (our view
+        of the pause state was wrong). Seek them back so they are read again later, and re-apply
+        the pause state of those partitions explicitly on the next backpressure pass."""
+        log.warning("over_cap_records_pushed_back", positions={f"{t}[{p}]": o for (t, p), o in overflow.items()})
+        self.metrics.abandoned.labels("over_cap").inc(count)
+        keys = sorted(overflow)
+        self._pause_unknown.update(keys)
+        try:
+            # Pause before seeking: librdkafka < 1.9 let a pause after a seek resume from the old
+            # position (librdkafka#3471); this order is safe everywhere.
+            await self.consumer.pause(keys)
+            self._paused.update(keys)
+            await self.consumer.seek(overflow)
+        except KafkaException as exc:
+            log.warning("push_back_failed", error=str(exc))
+            return False
+        return True
 
     async def _start(self, records: list[Consumed]) -> None:
         """Track, decode, screen and spawn the processing of records the flow control admitted."""
@@ -454,8 +480,7 @@ class Worker:
         want_paused = self.flow.want_paused(
             self.consumer.assigned, self.tracker.in_flight, self.tracker.total_in_flight, pause_all=judges_down
         )
-        to_pause = sorted(want_paused - self._paused)
-        to_resume = sorted(self._paused - want_paused)
+        to_pause, to_resume = pause_changes(want_paused, self._paused, self._pause_unknown, self.consumer.assigned)
         try:
             if to_pause:
                 await self.consumer.pause(to_pause)
@@ -465,6 +490,7 @@ class Worker:
             log.warning("pause_resume_failed", error=str(exc))
             return
         self._paused = want_paused
+        self._pause_unknown.clear()
         self.metrics.paused_partitions.set(len(self._paused))
         for topic, partition in self.consumer.assigned:
             self.metrics.partition_in_flight.labels(topic, str(partition)).set(
@@ -514,10 +540,11 @@ class Worker:
         for key in keys:
             self.tracker.forget(key)
             self.flow.drop(key)
-        # librdkafka keeps a partition's pause flag across unassign/assign: one paused when it was
-        # lost or revoked comes back paused. Count new ones as paused, so the next backpressure
-        # pass resumes them explicitly (found by the broker-outage test: a stalled worker).
-        self._paused.update(keys)
+        # librdkafka keeps a partition's pause flag across unassign/assign (one paused when it was
+        # lost or revoked comes back paused: found by the broker-outage test, a stalled worker),
+        # while a fresh consumer starts unpaused. Either way, the next backpressure pass sets the
+        # state explicitly; assuming one of them let a worker read past its cap.
+        self._pause_unknown.update(keys)
 
     def _on_revoke(self, keys: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
         assert self._loop is not None
@@ -671,6 +698,7 @@ class Worker:
         await self._release(keys, wait_s=0.0)  # the old member's partitions are gone with it
         await self.consumer.restart(reason)
         self._paused.clear()
+        self._pause_unknown.clear()
         self.metrics.client_restarts.labels("consumer").inc()
 
     # ---- readiness ---------------------------------------------------------------------------

@@ -159,6 +159,17 @@ class GroupConsumer:
         if keys:
             await self._call(self._consumer.resume, [TopicPartition(t, p) for t, p in keys])
 
+    async def seek(self, positions: dict[TopicPartitionKey, int]) -> None:
+        """Move each partition's fetch position back to `offset` (it is read again from there).
+        Raises KafkaException when librdkafka refuses (e.g. the partition is no longer assigned)."""
+
+        def seek_all() -> None:
+            for (topic, partition), offset in positions.items():
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+
+        if positions:
+            await self._call(seek_all)
+
     async def restart(self, reason: str) -> None:
         """Replace a consumer that hit a fatal error with a fresh member of the group. The caller
         must have released (abandoned) the partitions first: the new member starts from the

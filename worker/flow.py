@@ -100,6 +100,21 @@ class FlowControl(Generic[R]):
         queue = self._parked.pop(tp, None)
         return len(queue) if queue else 0
 
+    def over_cap(self, records: Iterable[R], room: int) -> tuple[list[R], dict[TopicPartitionKey, int]]:
+        """Split a fetched batch at the worker cap: the records that fit in `room`, and per partition
+        the first offset that did not fit (the caller seeks back there, so nothing is skipped).
+        Once a partition overflows, its later records in the batch overflow too (order kept).
+        Only a partition we believed paused but that was not can deliver beyond the room."""
+        fits: list[R] = []
+        overflow: dict[TopicPartitionKey, int] = {}
+        for record in records:
+            if record.tp in overflow or room <= 0:
+                overflow.setdefault(record.tp, record.offset)
+                continue
+            room -= 1
+            fits.append(record)
+        return fits, overflow
+
     def room(self, held: int) -> int:
         """How many records `consume()` may return now; `held` = tracker in-flight (parked excluded)."""
         return max(0, self.max_in_flight - held - self.parked)
@@ -120,3 +135,19 @@ class FlowControl(Generic[R]):
         if pause_all or held + self.parked >= self.max_in_flight:
             return assigned
         return {tp for tp in assigned if self._parked.get(tp) or in_flight_of(tp) >= self.max_per_partition}
+
+
+def pause_changes(
+    want: set[TopicPartitionKey],
+    believed: set[TopicPartitionKey],
+    unknown: set[TopicPartitionKey],
+    assigned: set[TopicPartitionKey],
+) -> tuple[list[TopicPartitionKey], list[TopicPartitionKey]]:
+    """The pause and resume calls that take the assigned partitions from the state we believe they
+    are in to `want`. For `unknown` ones (just assigned, or one that delivered records while we
+    believed it paused) both calls are made as needed: pause and resume are idempotent, and
+    assuming their state let a worker read past its cap."""
+    unknown = unknown & assigned
+    to_pause = sorted(want - (believed - unknown))
+    to_resume = sorted(((believed | unknown) & assigned) - want)
+    return to_pause, to_resume
