@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     # A private cache dir so "cold" really compiles; imported late so the thread pins apply.
-    os.environ["MODSTREAM_CACHE_DIR"] = tempfile.mkdtemp(prefix="funnel-bench-")
+    os.environ["MODSTREAM_CACHE"] = tempfile.mkdtemp(prefix="funnel-bench-")
     base_rss = rss_mb()
     start = time.perf_counter()
     from funnel import Funnel, hs, load_thresholds, normalise

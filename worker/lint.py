@@ -414,7 +414,7 @@ def lint_policy_dir(directory: Path) -> list[LintFinding]:
     if not files:
         return [LintFinding(directory, None, "error", "no-policies", f"{directory} holds no *.md policy files")]
     findings: list[LintFinding] = []
-    seen: dict[str, Path] = {}
+    seen: dict[str, tuple[Path, Policy]] = {}
     for path in files:
         policy, file_findings = lint_policy_bytes(path.read_bytes(), path)
         findings.extend(file_findings)
@@ -427,12 +427,29 @@ def lint_policy_dir(directory: Path) -> list[LintFinding]:
                     policy.id,
                     "error",
                     "duplicate-id",
-                    f"policy id {policy.id!r} is also used by {seen[policy.id]}",
+                    f"policy id {policy.id!r} is also used by {seen[policy.id][0]}",
                 )
             )
         else:
-            seen[policy.id] = path
+            seen[policy.id] = (path, policy)
+    findings.extend(_dangling_shadows(seen))
     return findings
+
+
+def _dangling_shadows(policies: dict[str, tuple[Path, Policy]]) -> list[LintFinding]:
+    """A shadow twin must name a live policy of the same directory, or the worker refuses to load it."""
+    live = {pid for pid, (_, policy) in policies.items() if not policy.meta.shadow}
+    return [
+        LintFinding(
+            path,
+            pid,
+            "error",
+            "shadow-of-unknown",
+            f"shadow_of names {policy.meta.shadow_of!r}, which is not a live policy here (live: {sorted(live)})",
+        )
+        for pid, (path, policy) in policies.items()
+        if policy.meta.shadow_of is not None and policy.meta.shadow_of not in live
+    ]
 
 
 def has_errors(findings: Iterable[LintFinding]) -> bool:
