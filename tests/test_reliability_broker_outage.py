@@ -1,8 +1,8 @@
 """Broker outage: every broker of the cluster goes down for 15 s mid-run and comes back. The worker
 stays up, reports not-ready meanwhile, recovers by itself, and nothing the broker acknowledged
 (input posts, verdicts, committed offsets) is lost. Then the broker rejects the worker's
-idempotent producer state (the error a broker that lost its producer state answers), and the
-worker recreates its producer and carries on.
+idempotent producer state (the error a broker that lost its producer state answers) while more
+posts arrive, and the worker recreates its producer and carries on.
 
 Broker: librdkafka's mock cluster in its own process (tests/mock_cluster.py), not Tansu: Tansu is
 memory-only, so a restart would erase the very data whose survival this test checks (see
@@ -38,7 +38,9 @@ from worker.sim.process import SimulatorProcess
 pytestmark = pytest.mark.integration
 
 N_POSTS = 4000
+N_AFTER = 1000
 OUTAGE_S = 15.0
+SLOW_JUDGE = " [[sim: delay_ms=300]]"
 
 
 @pytest.fixture
@@ -54,7 +56,8 @@ def test_15s_total_broker_outage_then_a_fenced_producer(
     spawn_worker: Callable[[dict[str, str]], WorkerProcess],
 ) -> None:
     bootstrap = mock_cluster.bootstrap_servers
-    produced = produce(bootstrap, "posts", mixed_posts(N_POSTS, 3, "b", suffix=" [[sim: delay_ms=5]]"))
+    # 30 % judged at 300 ms each keeps the worker busy for a while: the outage hits mid-run.
+    produced = produce(bootstrap, "posts", mixed_posts(N_POSTS, 3, "b", judged_share=0.3, suffix=SLOW_JUDGE))
     env = worker_env(mock_cluster, sims, group="g-outage", MODSTREAM_PRODUCER_STALL_S="20")  # type: ignore[arg-type]
     started = time.monotonic()
     worker = spawn_worker(env)
@@ -79,9 +82,14 @@ def test_15s_total_broker_outage_then_a_fenced_producer(
 
     # A broker that lost its producer state rejects the idempotent producer's sequence numbers
     # (librdkafka makes that a fatal error): the worker recreates its producer.
+    # More posts arrive after the outage (all judged: seconds of work), so the worker has verdicts
+    # to produce into that error even if it had finished the first batch. (The injected error hits
+    # any producer, so the test publishes first.)
+    later = produce(bootstrap, "posts", mixed_posts(N_AFTER, 4, "c", judged_share=1.0, suffix=SLOW_JUDGE))
     mock_cluster.fail_produce(KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, 3)
+    last_offsets = {p: max(o, later.last_offsets.get(p, -1)) for p, o in produced.last_offsets.items()}
     wait_for(
-        lambda: all_committed(bootstrap, "g-outage", "posts", produced.last_offsets, 4),
+        lambda: all_committed(bootstrap, "g-outage", "posts", last_offsets, 4),
         240,
         "every record committed after the outage",
         interval_s=0.5,
@@ -94,15 +102,15 @@ def test_15s_total_broker_outage_then_a_fenced_producer(
 
     committed_after = committed_offsets(bootstrap, "g-outage", "posts", 4)
     assert all(committed_after[p] >= o for p, o in committed_before.items()), "commits never go backwards"
-    verdicts = verdicts_by_id(read_topic(bootstrap, "actions", N_POSTS, timeout_s=120))
+    verdicts = verdicts_by_id(read_topic(bootstrap, "actions", N_POSTS + N_AFTER, timeout_s=120))
     assert acked_verdicts <= {k.encode() for k in verdicts}, "an acknowledged verdict was lost"
-    missing = {f"b-{i}" for i in range(N_POSTS)} - set(verdicts)
+    missing = ({f"b-{i}" for i in range(N_POSTS)} | {f"c-{i}" for i in range(N_AFTER)}) - set(verdicts)
     assert not missing, f"{len(missing)} posts without a verdict, e.g. {sorted(missing)[:5]}"
     log = worker.log()
     restarts = after.get("modstream_kafka_client_restarts_total", 0)
     duplicates = sum(len(v) - 1 for v in verdicts.values())
     print(
-        f"\nbroker outage: {N_POSTS} posts, {OUTAGE_S:.0f}s outage, {len(acked_verdicts)} verdicts acked before it "
+        f"\nbroker outage: {N_POSTS}+{N_AFTER} posts, {OUTAGE_S:.0f}s outage, {len(acked_verdicts)} verdicts acked before it "
         f"all kept, {duplicates} duplicates, producer restarts {restarts:.0f}, "
         f"lost partitions {log.count('partitions_lost')}, {elapsed:.0f}s"
     )

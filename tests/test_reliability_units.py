@@ -97,6 +97,21 @@ def test_pause_state_is_set_explicitly_for_partitions_whose_state_is_unknown() -
     assert pause_changes(want=set(), believed=set(), unknown={("q", 0)}, assigned=assigned) == ([], [])
 
 
+def test_a_partition_is_paused_only_after_staying_at_its_cap_for_the_grace_period() -> None:
+    flow: FlowControl[Rec] = FlowControl(max_in_flight=100, max_in_flight_per_partition=2, pause_grace_s=1.0)
+    a, b = ("p", 0), ("p", 1)
+    at_cap = {a: 2, b: 1}
+    assert flow.want_paused({a, b}, at_cap.__getitem__, held=3, now=10.0) == set()
+    assert flow.want_paused({a, b}, at_cap.__getitem__, held=3, now=10.9) == set()
+    assert flow.want_paused({a, b}, at_cap.__getitem__, held=3, now=11.0) == {a}
+    # Below its cap again: the clock restarts.
+    assert flow.want_paused({a, b}, {a: 1, b: 1}.__getitem__, held=2, now=11.5) == set()
+    assert flow.want_paused({a, b}, at_cap.__getitem__, held=3, now=12.0) == set()
+    # The worker cap and a judge outage pause everything at once, without a grace period.
+    assert flow.want_paused({a, b}, at_cap.__getitem__, held=100, now=12.0) == {a, b}
+    assert flow.want_paused({a, b}, at_cap.__getitem__, held=3, pause_all=True, now=12.0) == {a, b}
+
+
 def test_rewind_is_detected() -> None:
     flow: FlowControl[Rec] = FlowControl(8, 8)
     flow.admit([Rec("p", 0, 10), Rec("p", 0, 11)], lambda tp: 0)
