@@ -110,8 +110,9 @@ def test_15s_total_broker_outage_then_a_fenced_producer(
     restarts = after.get("modstream_kafka_client_restarts_total", 0)
     duplicates = sum(len(v) - 1 for v in verdicts.values())
     print(
-        f"\nbroker outage: {N_POSTS}+{N_AFTER} posts, {OUTAGE_S:.0f}s outage, {len(acked_verdicts)} verdicts acked before it "
-        f"all kept, {duplicates} duplicates, producer restarts {restarts:.0f}, "
+        f"\nbroker outage: {N_POSTS}+{N_AFTER} posts, {OUTAGE_S:.0f}s outage, "
+        f"{len(acked_verdicts)} verdicts acked before it all kept, {duplicates} duplicates, "
+        f"producer restarts {restarts:.0f}, "
         f"lost partitions {log.count('partitions_lost')}, {elapsed:.0f}s"
     )
     assert '"event": "producer_restarted"' in log and restarts >= 1
