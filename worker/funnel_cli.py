@@ -25,6 +25,34 @@ from worker.funnel import specs_from_policies
 from worker.policies import PolicyError, PolicySet, load_policy_dir
 
 ENGINES = click.Choice(["auto", "hyperscan", "pyahocorasick"])
+# Options shared by the subcommands (one definition, one help text).
+POLICIES_OPTION = click.option(
+    "--policies",
+    "policies_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Directory of policy *.md files (their `funnel:` front matter; thresholds from funnel-thresholds.yaml).",
+)
+LABELED_OPTION = click.option(
+    "--labeled",
+    "labeled_path",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    required=True,
+    help='JSONL: {"id","text","labels":{policy_id: 0|1}} per line.',
+)
+EMBEDDINGS_OPTION = click.option(
+    "--embeddings/--no-embeddings",
+    default=True,
+    show_default=True,
+    help="Include the embedding stage (off: keywords and patterns only).",
+)
+ENGINE_OPTION = click.option(
+    "--engine",
+    type=ENGINES,
+    default="auto",
+    show_default=True,
+    help="Keyword engine: hyperscan when importable, else pyahocorasick.",
+)
 
 
 def _load_policies(directory: Path) -> PolicySet:
@@ -71,13 +99,7 @@ def funnel_group() -> None:
 
 
 @funnel_group.command("score")
-@click.option(
-    "--policies",
-    "policies_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    required=True,
-    help="Directory of policy *.md files (their `funnel:` front matter; thresholds from funnel-thresholds.yaml).",
-)
+@POLICIES_OPTION
 @click.option("--input", "input_path", default="-", show_default=True, help="JSONL posts, or - for stdin.")
 @click.option("--output", "output_path", default="-", show_default=True, help="JSONL results, or - for stdout.")
 @click.option(
@@ -87,14 +109,14 @@ def funnel_group() -> None:
     type=click.IntRange(1, 100_000),
     help="Posts scored per call (the embedding stage is batched).",
 )
-@click.option("--embeddings/--no-embeddings", default=True, show_default=True, help="Run the embedding stage.")
+@EMBEDDINGS_OPTION
 @click.option(
     "--sidecar/--no-sidecar",
     default=True,
     show_default=True,
     help="Apply calibrated thresholds from <policies>/funnel-thresholds.yaml.",
 )
-@click.option("--engine", type=ENGINES, default="auto", show_default=True, help="Keyword matcher.")
+@ENGINE_OPTION
 def score_command(
     policies_dir: Path,
     input_path: str,
@@ -165,39 +187,16 @@ def _report(console: Console, evaluation: Evaluation) -> None:
 
 
 @funnel_group.command("evaluate")
-@click.option(
-    "--policies",
-    "policies_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    required=True,
-    help="Directory of policy *.md files (their `funnel:` front matter; thresholds from funnel-thresholds.yaml).",
-)
-@click.option(
-    "--labeled",
-    "labeled_path",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    required=True,
-    help='JSONL: {"id","text","labels":{policy_id: 0|1}} per line.',
-)
+@POLICIES_OPTION
+@LABELED_OPTION
 @click.option(
     "--sidecar/--no-sidecar",
     default=True,
     show_default=True,
     help="Use the calibrated thresholds in funnel-thresholds.yaml (else the front matter's).",
 )
-@click.option(
-    "--embeddings/--no-embeddings",
-    default=True,
-    show_default=True,
-    help="Include the embedding stage (off: keywords and patterns only).",
-)
-@click.option(
-    "--engine",
-    type=ENGINES,
-    default="auto",
-    show_default=True,
-    help="Keyword engine: hyperscan when importable, else pyahocorasick.",
-)
+@EMBEDDINGS_OPTION
+@ENGINE_OPTION
 def evaluate_command(policies_dir: Path, labeled_path: Path, sidecar: bool, embeddings: bool, engine: str) -> None:
     """Recall and benign pass rate at the current thresholds (sidecar or front matter)."""
     try:
@@ -221,20 +220,8 @@ def evaluate_command(policies_dir: Path, labeled_path: Path, sidecar: bool, embe
 
 
 @funnel_group.command("calibrate")
-@click.option(
-    "--policies",
-    "policies_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    required=True,
-    help="Directory of policy *.md files (their `funnel:` front matter; thresholds from funnel-thresholds.yaml).",
-)
-@click.option(
-    "--labeled",
-    "labeled_path",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    required=True,
-    help='JSONL: {"id","text","labels":{policy_id: 0|1}} per line.',
-)
+@POLICIES_OPTION
+@LABELED_OPTION
 @click.option(
     "--target-recall",
     default=0.98,
@@ -250,19 +237,8 @@ def evaluate_command(policies_dir: Path, labeled_path: Path, sidecar: bool, embe
     help="Sidecar to write [default: <policies>/funnel-thresholds.yaml].",
 )
 @click.option("--dry-run", is_flag=True, help="Report only; write nothing.")
-@click.option(
-    "--embeddings/--no-embeddings",
-    default=True,
-    show_default=True,
-    help="Include the embedding stage (off: keywords and patterns only).",
-)
-@click.option(
-    "--engine",
-    type=ENGINES,
-    default="auto",
-    show_default=True,
-    help="Keyword engine: hyperscan when importable, else pyahocorasick.",
-)
+@EMBEDDINGS_OPTION
+@ENGINE_OPTION
 def calibrate_command(
     policies_dir: Path,
     labeled_path: Path,
