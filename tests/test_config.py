@@ -32,6 +32,8 @@ def test_env_overrides_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         ("MODSTREAM_JUDGE_T1__REASONING_EFFORT", "extreme", "MODSTREAM_JUDGE_T1__REASONING_EFFORT"),
         ("MODSTREAM_KAFKA__EXTRA", '{"enable.auto.commit": true}', "MODSTREAM_KAFKA__EXTRA"),
         ("MODSTREAM_TOPIKS__POSTS", "x", "MODSTREAM_TOPIKS__POSTS"),
+        # Not JSON where a list is expected: pydantic-settings fails before validation.
+        ("MODSTREAM_JUDGE_T1__BASE_URLS", "http://vllm:8000/v1", "MODSTREAM_JUDGE_T1__BASE_URLS"),
     ],
 )
 def test_bad_settings_fail_naming_the_setting(

@@ -16,6 +16,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     YamlConfigSettingsSource,
 )
 
@@ -248,6 +249,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         return settings_cls(**overrides)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
+    except SettingsError as exc:
+        # pydantic-settings could not even parse a value (e.g. a list setting given as plain text).
+        raise ConfigError(describe_settings_error(exc)) from None
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -257,3 +261,14 @@ def describe_validation_error(exc: ValidationError) -> str:
         env = "MODSTREAM_" + "__".join(str(part).upper() for part in err["loc"] if isinstance(part, str))
         lines.append(f"  - {dotted} (env {env}): {err['msg']}")
     return "\n".join(lines)
+
+
+def describe_settings_error(exc: SettingsError) -> str:
+    """Name the env vars behind an unparseable value: pydantic-settings only names the top field."""
+    field = str(exc).split('field "', 1)[-1].split('"', 1)[0]
+    suspects = sorted(var for var in os.environ if var.upper().startswith(f"MODSTREAM_{field.upper()}"))
+    cause = f": {exc.__cause__}" if exc.__cause__ else ""
+    return (
+        f"invalid configuration: cannot parse {', '.join(suspects) or field}{cause}. Settings that hold "
+        "lists or mappings take JSON in env vars, e.g. MODSTREAM_JUDGE_T1__BASE_URLS='[\"http://vllm:8000/v1\"]'."
+    )
