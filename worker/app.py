@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import orjson
 import structlog
-from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from funnel import FunnelResult
 from worker.breaker import STATE_VALUE
@@ -39,8 +39,9 @@ from worker.kafka_errors import classify, is_broker_down
 from worker.metrics import Metrics
 from worker.pipeline import Judged, Judges, judge_post
 from worker.policies import Policy
-from worker.publish import DeliveryFailed, Output, Publisher, producer_config
+from worker.publish import DeliveryFailed, Publisher, Undeliverable, producer_config
 from worker.reload import PolicyReloader
+from worker.transact import TransactionalOutputs
 
 log = structlog.get_logger("modstream.worker")
 # How long the worker (or one partition) may sit at its in-flight cap before it is paused (see
@@ -119,22 +120,22 @@ class Worker:
             on_lost=self._on_lost,
             on_error=lambda e: self._on_client_error("consumer", e),
         )
-        self._eos = settings.exactly_once
-        # Exactly-once: outputs wait here (bounded by the in-flight cap) until their offsets are
-        # contiguous, then go out in one transaction with those offsets.
-        self._outputs: dict[tuple[TopicPartitionKey, int], list[Output]] = {}
         producer_settings = producer_config(kafka.bootstrap_servers, dict(kafka.extra))
-        if self._eos:
+        if settings.exactly_once:
             producer_settings["transactional.id"] = settings.transactional_id or (
                 f"modstream-{kafka.group_id}-{socket.gethostname()}"
             )
             producer_settings["transaction.timeout.ms"] = settings.transaction_timeout_ms
-        self._max_message_bytes = int(producer_settings.get("message.max.bytes", 1_000_000))
         self.publisher = Publisher(
             producer_settings,
             on_error=lambda e: self._on_client_error("producer", e),
             on_restart=self.metrics.client_restarts.labels("producer").inc,
         )
+        # Exactly-once mode: outputs wait there until a transaction takes them with their offsets.
+        self.transactions: TransactionalOutputs | None = None
+        if settings.exactly_once:
+            max_bytes = int(producer_settings.get("message.max.bytes", 1_000_000))
+            self.transactions = TransactionalOutputs(self.publisher, max_bytes, self.metrics)
         limits = httpx.Limits(
             max_connections=settings.judge_t1.max_in_flight + settings.judge_t2.max_in_flight + 8,
             max_keepalive_connections=settings.judge_t1.max_in_flight + settings.judge_t2.max_in_flight,
@@ -165,8 +166,8 @@ class Worker:
         """Run until `stop` is set, then drain within `drain_timeout_s`, commit, and return."""
         self._loop = asyncio.get_running_loop()
         self.publisher.start(self._loop)
-        if self._eos:
-            await self._init_transactions(stop)
+        if self.transactions is not None:
+            await self.transactions.init(stop)
         health_runner, self.metrics_port = await start_health_server(
             build_health_app(self.metrics, self.readiness), self.settings.metrics_host, self.settings.metrics_port
         )
@@ -414,8 +415,10 @@ class Worker:
         """Deliver or keep trying: a record we derived must reach the broker before its offset commits.
         Retriable errors (broker down, leader moving) wait and retry; a fatal producer error
         recreates the producer and retries; a record the broker can never take raises Undeliverable."""
-        if self._eos:
-            self._buffer_output(topic, key, value, headers or [])
+        if self.transactions is not None:
+            record = _current_record.get()
+            assert record is not None, "outputs are produced by processing tasks only"
+            self.transactions.add((record.tp, record.offset), topic, key, value, headers or [])
             return
         delay = 0.1
         while True:
@@ -535,8 +538,8 @@ class Worker:
         self._observe_flow()
 
     async def _commit(self) -> None:
-        if self._eos:
-            await self._commit_transaction()
+        if self.transactions is not None:
+            await self.transactions.commit(self.tracker, self.consumer)
             return
         offsets = self.tracker.to_commit()
         for (topic, partition), _ in offsets.items():
@@ -616,12 +619,12 @@ class Worker:
             await asyncio.gather(*still, return_exceptions=True)
             if still:
                 self.metrics.abandoned.labels("revoked" if bound > 0 else "lost").inc(len(still))
-        if self._eos:
+        if self.transactions is not None:
             # Revoke: one last transaction with what finished; lost: nothing may be committed.
             if wait_s is None:
-                await self._commit_transaction()
+                await self.transactions.commit(self.tracker, self.consumer)
             for key in keys:
-                self._drop_outputs(key)
+                self.transactions.drop(key)
                 self.tracker.forget(key)
                 self._paused.discard(key)
             return {}
@@ -648,7 +651,8 @@ class Worker:
             task.cancel()
         self.metrics.abandoned.labels("rewind").inc(len(stale) + self.flow.drop(tp))
         self.tracker.forget(tp)
-        self._drop_outputs(tp)
+        if self.transactions is not None:
+            self.transactions.drop(tp)
         log.warning("offset_rewind", topic=tp[0], partition=tp[1], offset=record.offset, cancelled=len(stale))
 
     def _on_consume_error(self, error: KafkaError) -> None:
@@ -675,57 +679,6 @@ class Worker:
         else:
             log.warning("consume_failed", error=str(exc))
         await asyncio.sleep(0.2)  # not a synchronisation: a back-off before polling a failing client again
-
-    # ---- exactly-once mode -----------------------------------------------------------------------
-
-    async def _init_transactions(self, stop: asyncio.Event) -> None:
-        delay = 0.5
-        while not stop.is_set():
-            try:
-                await asyncio.to_thread(self.publisher.init_transactions, 30.0)
-                return
-            except KafkaException as exc:
-                log.warning("init_transactions_failed_retrying", error=str(exc), retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-
-    def _buffer_output(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
-    ) -> None:
-        size = len(key or b"") + len(value or b"") + sum(len(k) + len(v) for k, v in headers)
-        if size > self._max_message_bytes - 512:
-            raise Undeliverable(f"record of {size} bytes exceeds message.max.bytes={self._max_message_bytes}")
-        record = _current_record.get()
-        assert record is not None, "outputs are produced by processing tasks only"
-        self._outputs.setdefault((record.tp, record.offset), []).append((topic, key, value, headers))
-
-    def _drop_outputs(self, tp: TopicPartitionKey) -> None:
-        for position in [p for p in self._outputs if p[0] == tp]:
-            del self._outputs[position]
-
-    async def _commit_transaction(self) -> None:
-        """One transaction: the outputs of every record below the committable offsets, and those
-        offsets. On failure everything stays pending and the next commit retries it."""
-        offsets = self.tracker.to_commit()
-        if not offsets:
-            return
-        batch = sorted(p for p in self._outputs if p[0] in offsets and p[1] < offsets[p[0]])
-        outputs = [output for position in batch for output in self._outputs[position]]
-        tps = [TopicPartition(topic, partition, offset) for (topic, partition), offset in offsets.items()]
-        generation = self.publisher.generation
-        try:
-            await asyncio.to_thread(self.publisher.commit_batch, outputs, tps, self.consumer.group_metadata(), 30.0)
-        except KafkaException as exc:
-            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-            self.metrics.commits.labels("error").inc()
-            log.warning("transaction_failed", error=str(exc), outputs=len(outputs))
-            if error is not None and error.fatal():
-                await asyncio.to_thread(self.publisher.restart, generation, str(exc))
-            return
-        for position in batch:
-            del self._outputs[position]
-        self.tracker.mark_committed(offsets)
-        self.metrics.commits.labels("ok").inc()
 
     async def _restart_consumer(self) -> None:
         reason = self._consumer_fatal or "fatal error"
@@ -766,7 +719,7 @@ class Worker:
         `producer_stall_s`. An idempotent producer can stay wedged after an outage (waiting on the
         fate of requests in flight when the connection dropped, up to message.timeout.ms).
         Recreating it purges those records; their senders re-send them (at-least-once)."""
-        if self._eos:  # transactions flush at commit; a stuck one fails and is retried instead
+        if self.transactions is not None:  # transactions flush at commit; a stuck one fails and is retried instead
             return
         stalled_for = time.monotonic() - self.publisher.last_delivered
         if broker_ok and stalled_for > self.settings.producer_stall_s and self.publisher.queued() > 0:
@@ -787,10 +740,6 @@ class Worker:
         if not self._judges_ready:
             return False, "a judge tier does not list its model on /v1/models"
         return True, "ok"
-
-
-class Undeliverable(Exception):
-    """The broker can never accept this record as it is (e.g. larger than message.max.bytes)."""
 
 
 def _count(records: list[Consumed], tp: TopicPartitionKey) -> int:

@@ -40,6 +40,10 @@ def producer_config(bootstrap_servers: str, extra: dict[str, Any]) -> dict[str, 
     }
 
 
+class Undeliverable(Exception):
+    """The broker can never accept this record as it is (e.g. larger than message.max.bytes)."""
+
+
 class DeliveryFailed(Exception):
     def __init__(self, error: KafkaError, generation: int = -1) -> None:
         super().__init__(f"{error.name()}: {error.str()}")
