@@ -62,11 +62,11 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(
     env = worker_env(broker, sims, group="g-kill", MODSTREAM_MAX_IN_FLIGHT="64")
     first = spawn_worker(env)
     wait_for(lambda: verdict_count(first) >= 300, 120, "some verdicts before the kill")
-    committed_before = committed_offsets(broker.bootstrap_servers, "g-kill", "posts", 4)
     first.signal(signal.SIGKILL)
     first.wait(10)
-    # Records at or after the committed offsets may be re-judged: that bounds the duplicates.
-    replayable = sum(last + 1 - max(committed_before.get(p, 0), 0) for p, last in produced.last_offsets.items())
+    # The dead worker's last commit: only records at or after it may be judged again.
+    last_commit = {p: max(o, 0) for p, o in committed_offsets(broker.bootstrap_servers, "g-kill", "posts", 4).items()}
+    replayable = sum(last + 1 - last_commit.get(p, 0) for p, last in produced.last_offsets.items())
     assert replayable < N_POSTS, "the first worker committed nothing before it was killed"
 
     second = spawn_worker(env)
@@ -78,6 +78,12 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(
     assert set(verdicts) == {f"k-{i}" for i in range(N_POSTS)}, "every valid post has a verdict"
     duplicates = sum(len(v) - 1 for v in verdicts.values())
     assert duplicates <= replayable, f"{duplicates} duplicates, but only {replayable} records were after the commit"
+    before_commit = [
+        post_id
+        for post_id, copies in verdicts.items()
+        if len(copies) > 1 and copies[0]["source"]["offset"] < last_commit.get(copies[0]["source"]["partition"], 0)
+    ]
+    assert not before_commit, f"duplicates of records before the last commit: {before_commit[:5]}"
     print(f"SIGKILL test: {duplicates} duplicate verdicts (bound {replayable})")
 
 

@@ -42,6 +42,7 @@ from worker.policies import Policy
 from worker.publish import DeliveryFailed, Publisher, Undeliverable, producer_config
 from worker.reload import PolicyReloader
 from worker.transact import TransactionalOutputs
+from worker.watch import Watch
 
 log = structlog.get_logger("modstream.worker")
 # How long the worker (or one partition) may sit at its in-flight cap before it is paused (see
@@ -94,14 +95,12 @@ class Worker:
         )
         self.metrics.in_flight_cap.set(settings.max_in_flight)
         self.judge_clock = JudgeUptimeClock()
-        self._broker_ok = True
         self._consumer_fatal: str | None = None
         self._tasks: dict[TopicPartitionKey, set[asyncio.Task[None]]] = defaultdict(set)
         self._paused: set[TopicPartitionKey] = set()
         self._pause_unknown: set[TopicPartitionKey] = set()
         self._at_cap_since: float | None = None
         self._flow_changed = asyncio.Event()  # set whenever a post starts or finishes
-        self._judges_ready = False
         self.metrics_port: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         kafka = settings.kafka
@@ -143,6 +142,16 @@ class Worker:
         self._http = httpx.AsyncClient(limits=limits)
         self.t1 = self._judge_client("t1")
         self.t2 = self._judge_client("t2")
+        # Readiness, the judge-uptime clock and the producer watchdog (see watch.py).
+        self.watch = Watch(
+            (self.t1, self.t2),
+            self.publisher,
+            self.metrics,
+            lambda: self.consumer.assigned,
+            self.judge_clock,
+            producer_stall_s=settings.producer_stall_s,
+            watch_producer=self.transactions is None,
+        )
 
     @property
     def runtime(self) -> PolicyRuntime:
@@ -169,11 +178,9 @@ class Worker:
         if self.transactions is not None:
             await self.transactions.init(stop)
         health_runner, self.metrics_port = await start_health_server(
-            build_health_app(self.metrics, self.readiness), self.settings.metrics_host, self.settings.metrics_port
+            build_health_app(self.metrics, self.watch.readiness), self.settings.metrics_host, self.settings.metrics_port
         )
-        readiness_task = asyncio.create_task(self._watch_judges(stop))
-        broker_task = asyncio.create_task(self._watch_broker(stop))
-        clock_task = asyncio.create_task(self._tick_judge_clock(stop))
+        watch_task = asyncio.create_task(self.watch.run(stop))
         reload_task = asyncio.create_task(self.reloader.watch(self.settings.policy_reload_interval_s))
         await self.consumer.subscribe()
         log.info(
@@ -213,9 +220,7 @@ class Worker:
                     last_commit = time.monotonic()
         finally:
             await self._drain()
-            readiness_task.cancel()
-            broker_task.cancel()
-            clock_task.cancel()
+            watch_task.cancel()
             reload_task.cancel()
             await self.consumer.close()
             remaining = self.publisher.close(timeout_s=10)
@@ -666,7 +671,7 @@ class Worker:
         kind = classify(error)
         self.metrics.kafka_errors.labels(client, kind, error.name()).inc()
         if is_broker_down(error):
-            self._broker_ok = False
+            self.watch.broker_trouble()
         if kind == "fatal" and client == "consumer":
             self._consumer_fatal = f"{error.name()}: {error.str()}"
         if kind in ("fatal", "config"):
@@ -689,57 +694,6 @@ class Worker:
         self._paused.clear()
         self._pause_unknown.clear()
         self.metrics.client_restarts.labels("consumer").inc()
-
-    # ---- readiness ---------------------------------------------------------------------------
-
-    async def _watch_judges(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            t1_ok, t2_ok = await asyncio.gather(self.t1.ready(), self.t2.ready())
-            self._judges_ready = t1_ok and t2_ok
-            self.metrics.ready.set(1 if self.readiness()[0] else 0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=5.0)
-
-    async def _watch_broker(self, stop: asyncio.Event) -> None:
-        """Readiness follows the cluster: a metadata round-trip every few seconds (error callbacks
-        turn it false at once; only a successful probe turns it true again)."""
-        while not stop.is_set():
-            ok = await asyncio.to_thread(self.publisher.probe, 3.0)
-            if ok != self._broker_ok:
-                log.warning("broker_reachable" if ok else "broker_unreachable")
-            self._broker_ok = ok
-            self.metrics.broker_up.set(1 if ok else 0)
-            self.metrics.ready.set(1 if self.readiness()[0] else 0)
-            await self._unstick_producer(ok)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=2.0)
-
-    async def _unstick_producer(self, broker_ok: bool) -> None:
-        """Watchdog: the cluster answers, records wait, yet nothing was acknowledged for
-        `producer_stall_s`. An idempotent producer can stay wedged after an outage (waiting on the
-        fate of requests in flight when the connection dropped, up to message.timeout.ms).
-        Recreating it purges those records; their senders re-send them (at-least-once)."""
-        if self.transactions is not None:  # transactions flush at commit; a stuck one fails and is retried instead
-            return
-        stalled_for = time.monotonic() - self.publisher.last_delivered
-        if broker_ok and stalled_for > self.settings.producer_stall_s and self.publisher.queued() > 0:
-            log.warning("producer_stalled", seconds=round(stalled_for), queued=self.publisher.queued())
-            await asyncio.to_thread(self.publisher.restart, self.publisher.generation, "deliveries stalled")
-
-    async def _tick_judge_clock(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            self.judge_clock.tick(time.monotonic(), healthy=self._judges_ready)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=0.5)
-
-    def readiness(self) -> tuple[bool, str]:
-        if not self._broker_ok:
-            return False, "the Kafka cluster is unreachable (retrying; nothing is dropped)"
-        if not self.consumer.assigned:
-            return False, "no partitions assigned"
-        if not self._judges_ready:
-            return False, "a judge tier does not list its model on /v1/models"
-        return True, "ok"
 
 
 def _count(records: list[Consumed], tp: TopicPartitionKey) -> int:
