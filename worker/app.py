@@ -3,6 +3,9 @@
 Concurrency model: one asyncio loop. The consumer runs on its own thread (see consume.py), each
 post is an asyncio task, and an offset becomes committable only once every record derived from
 it (verdict + audit, or the DLQ record) was acknowledged by the broker.
+
+Beside the straight line: flow.py (the in-flight caps and pause decisions), watch.py (readiness
+and the producer watchdog), transact.py (exactly-once mode), reload.py (policy hot reload).
 """
 
 from __future__ import annotations
