@@ -112,6 +112,20 @@ def test_a_partition_is_paused_only_after_staying_at_its_cap_for_the_grace_perio
     assert flow.want_paused({a, b}, at_cap.__getitem__, held=3, pause_all=True, now=12.0) == {a, b}
 
 
+def test_the_worker_cap_grace_runs_while_at_the_cap_and_restarts_once_there_is_room() -> None:
+    flow: FlowControl[Rec] = FlowControl(max_in_flight=4, max_in_flight_per_partition=4, pause_grace_s=1.0)
+    a = ("p", 0)
+    assert flow.cap_grace_left(now=10.0) == 1.0
+    assert flow.cap_grace_left(now=10.6) == pytest.approx(0.4)
+    assert flow.cap_grace_left(now=11.2) <= 0
+    # Still at the cap when the pause decision runs: the clock keeps going.
+    assert flow.want_paused({a}, lambda tp: 4, held=4, now=11.2) == {a}
+    assert flow.cap_grace_left(now=11.3) <= 0
+    # Room again: the next stay at the cap gets the whole grace.
+    assert flow.want_paused({a}, lambda tp: 3, held=3, now=11.5) == set()
+    assert flow.cap_grace_left(now=12.0) == 1.0
+
+
 def test_rewind_is_detected() -> None:
     flow: FlowControl[Rec] = FlowControl(8, 8)
     flow.admit([Rec("p", 0, 10), Rec("p", 0, 11)], lambda tp: 0)

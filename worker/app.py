@@ -49,7 +49,7 @@ from worker.watch import Watch
 
 log = structlog.get_logger("modstream.worker")
 # How long the worker (or one partition) may sit at its in-flight cap before it is paused (see
-# Worker._wait_for_room, FlowControl). Short next to max.poll.interval.ms and rebalance timeouts.
+# Worker._wait_for_room, FlowControl.cap_grace_left). Short next to max.poll.interval.ms and rebalance timeouts.
 CAP_GRACE_S = 1.0
 # The record a processing task works for (exactly-once mode files its outputs under it).
 _current_record: ContextVar[Consumed | None] = ContextVar("modstream_current_record", default=None)
@@ -102,7 +102,6 @@ class Worker:
         self._tasks: dict[TopicPartitionKey, set[asyncio.Task[None]]] = defaultdict(set)
         self._paused: set[TopicPartitionKey] = set()
         self._pause_unknown: set[TopicPartitionKey] = set()
-        self._at_cap_since: float | None = None
         self._flow_changed = asyncio.Event()  # set whenever a post starts or finishes
         self.metrics_port: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -203,8 +202,6 @@ class Worker:
                 room = self.flow.room(self.tracker.total_in_flight)
                 if room == 0 and await self._wait_for_room():
                     continue
-                if room:
-                    self._at_cap_since = None
                 await self._apply_backpressure()
                 # consume() waits its whole timeout unless the batch fills: keep it short while posts
                 # are in flight, or freed room is only noticed a timeout later. At the cap (after the
@@ -496,10 +493,7 @@ class Worker:
         (room may be free now); False: the cap has lasted the grace period, pause everything and
         keep calling consume() (rebalance callbacks, max.poll.interval.ms). A judge outage does
         not wait: everything is paused at once."""
-        now = time.monotonic()
-        if self._at_cap_since is None:
-            self._at_cap_since = now
-        left = CAP_GRACE_S - (now - self._at_cap_since)
+        left = self.flow.cap_grace_left(time.monotonic())
         if left <= 0 or self._judges_down():
             return False
         self._flow_changed.clear()

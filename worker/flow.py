@@ -45,6 +45,8 @@ class FlowControl(Generic[R]):
         # worker's throughput 3x. Parking still holds its excess within the worker cap meanwhile.
         self.pause_grace_s = pause_grace_s
         self._full_since: dict[TopicPartitionKey, float] = {}
+        # The same grace at the worker cap (see cap_grace_left); None while there is room.
+        self._at_cap_since: float | None = None
         self._parked: dict[TopicPartitionKey, deque[R]] = {}
         # Highest offset seen per partition (parked or dispatched): a lower one means a rewind.
         self._last_seen: dict[TopicPartitionKey, int] = {}
@@ -125,6 +127,14 @@ class FlowControl(Generic[R]):
         """How many records `consume()` may return now; `held` = tracker in-flight (parked excluded)."""
         return max(0, self.max_in_flight - held - self.parked)
 
+    def cap_grace_left(self, now: float) -> float:
+        """At the worker cap: how much longer the worker may wait for a post to finish before every
+        partition is paused (<= 0: pause now). The clock restarts once there is room again, which
+        `want_paused` notices."""
+        if self._at_cap_since is None:
+            self._at_cap_since = now
+        return self.pause_grace_s - (now - self._at_cap_since)
+
     def observe(self, held: int) -> int:
         total = held + self.parked
         self.high_water = max(self.high_water, total)
@@ -142,7 +152,10 @@ class FlowControl(Generic[R]):
         assigned = set(assigned)
         full = {tp for tp in assigned if self._parked.get(tp) or in_flight_of(tp) >= self.max_per_partition}
         self._full_since = {tp: self._full_since.get(tp, now) for tp in full}
-        if pause_all or held + self.parked >= self.max_in_flight:
+        at_worker_cap = held + self.parked >= self.max_in_flight
+        if not at_worker_cap:
+            self._at_cap_since = None
+        if pause_all or at_worker_cap:
             return assigned
         return {tp for tp in full if now - self._full_since[tp] >= self.pause_grace_s}
 
