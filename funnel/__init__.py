@@ -12,6 +12,7 @@ Usable on its own (no Kafka): build a `Funnel` from `PolicySpec`s and call `scor
 from funnel.calibrate import SIDECAR_NAME, load_sidecar, load_thresholds, stale_policies
 from funnel.core import Funnel
 from funnel.embed import DEFAULT_MODEL_DIR
+from funnel.language import LanguageConfig
 from funnel.normalise import Normalised, normalise
 from funnel.score import Weights
 from funnel.spec import FunnelResult, PolicySpec, spec_from_hints, specs_from_hints
@@ -21,6 +22,7 @@ __all__ = [
     "SIDECAR_NAME",
     "Funnel",
     "FunnelResult",
+    "LanguageConfig",
     "Normalised",
     "PolicySpec",
     "Weights",

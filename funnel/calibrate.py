@@ -22,6 +22,9 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 
+from funnel.heads import dedup_key, split_of
+from funnel.normalise import normalise
+from funnel.recall import wilson_interval
 from funnel.spec import PolicySpec
 
 SIDECAR_NAME = "funnel-thresholds.yaml"
@@ -262,3 +265,182 @@ def stale_policies(policies_dir: Path, specs: Sequence[PolicySpec]) -> list[str]
         for s in specs
         if not isinstance(recorded.get(s.id), Mapping) or recorded[s.id].get("fingerprint") != s.fingerprint()
     ]
+
+
+# --- honest calibration: thresholds on one split, figures on another -------------------------
+
+FRONTIER_TARGETS = (0.90, 0.95, 0.98, 0.99)
+
+
+def check_policy_ids(posts: Sequence[LabeledPost], policy_ids: Sequence[str], source: str = "labels") -> None:
+    """A label naming a policy that is not in the set is an error (a misspelt id would
+    otherwise make its posts look unlabelled, or benign)."""
+    known = set(policy_ids)
+    unknown: dict[str, str] = {}
+    for post in posts:
+        for pid in post.labels:
+            if pid not in known:
+                unknown.setdefault(pid, post.id)
+    if unknown:
+        listed = ", ".join(f"{pid!r} (first in post {post_id!r})" for pid, post_id in sorted(unknown.items()))
+        raise ValueError(f"{source}: unknown policy ids {listed}; known: {', '.join(sorted(known))}")
+
+
+def positives_needed(target_recall: float) -> int:
+    """Positives below which a threshold for `target_recall` is guesswork: with fewer than
+    1 / (1 - target) of them, a single positive is worth more than the allowed miss rate."""
+    return math.ceil(1.0 / max(1.0 - target_recall, 1e-9) - 1e-9)
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """A proportion with its Wilson 95 % interval."""
+
+    value: float
+    low: float
+    high: float
+    hits: int
+    n: int
+
+    @classmethod
+    def of(cls, hits: int, n: int) -> Rate:
+        low, high = wilson_interval(hits, n)
+        return cls(hits / n if n else float("nan"), low, high, hits, n)
+
+    def __str__(self) -> str:
+        if not self.n:
+            return "-"
+        return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}] ({self.hits}/{self.n})"
+
+
+@dataclass(frozen=True, slots=True)
+class HoldoutPolicy:
+    policy_id: str
+    threshold: float
+    calib_positives: int
+    recall: Rate  # on the report split
+    benign_pass: Rate  # on the report split, posts labelled 0 for this policy
+    # target recall → (recall, benign filtered) on the report split at the threshold picked on
+    # the calibration split for that target.
+    frontier: dict[float, tuple[float, float]]
+    warning: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HoldoutReport:
+    policies: list[HoldoutPolicy]
+    post_recall: Rate  # violating posts that are a candidate for at least one policy they violate
+    pair_recall: Rate
+    benign_pass: Rate  # posts violating nothing that are a candidate for any policy
+
+
+def pick_thresholds(
+    scores: FloatMatrix,
+    posts: Sequence[LabeledPost],
+    policy_ids: Sequence[str],
+    target_recall: float,
+    few_positives_margin: float = 0.0,
+) -> dict[str, float]:
+    """Per policy with positives in `posts`: the threshold for `target_recall` on them.
+
+    With fewer positives than `positives_needed(target_recall)` the threshold only says where
+    the lowest-scoring positive happened to fall; `few_positives_margin` (for probabilities)
+    then lowers it by that much in log-odds (1.0: the odds divided by e), trading a few
+    benign posts for recall on the posts nobody wrote yet."""
+    violates, _ = _label_matrices(posts, policy_ids)
+    out: dict[str, float] = {}
+    needed = positives_needed(target_recall)
+    for j, pid in enumerate(policy_ids):
+        positive = scores[violates[:, j], j]
+        if len(positive):
+            threshold = threshold_for_recall(positive.tolist(), target_recall)
+            if few_positives_margin and len(positive) < needed and 0.0 < threshold < 1.0:
+                logit = math.log(threshold / (1.0 - threshold)) - few_positives_margin
+                threshold = math.floor(10_000 / (1.0 + math.exp(-logit))) / 10_000
+            out[pid] = threshold
+    return out
+
+
+def holdout_report(
+    calib_scores: FloatMatrix,
+    calib_posts: Sequence[LabeledPost],
+    test_scores: FloatMatrix,
+    test_posts: Sequence[LabeledPost],
+    policy_ids: Sequence[str],
+    thresholds: Mapping[str, float],
+    target_recall: float,
+    targets: Sequence[float] = FRONTIER_TARGETS,
+) -> HoldoutReport:
+    """Figures on the report split (`test_*`) at `thresholds` (picked on the calibration split),
+    and the frontier: for each of `targets`, thresholds picked on the calibration split, recall
+    and benign filtered on the report split."""
+    violates, known = _label_matrices(test_posts, policy_ids)
+    calib_violates, _ = _label_matrices(calib_posts, policy_ids)
+    limits = np.array([thresholds.get(pid, 1.0) for pid in policy_ids], dtype=np.float32)
+    passed = (test_scores >= limits) & (test_scores > 0.0)
+    frontier_thresholds = {t: pick_thresholds(calib_scores, calib_posts, policy_ids, t) for t in targets}
+    needed = positives_needed(target_recall)
+    rows: list[HoldoutPolicy] = []
+    for j, pid in enumerate(policy_ids):
+        pos = violates[:, j]
+        neg = known[:, j] & ~pos
+        calib_pos = int(calib_violates[:, j].sum())
+        frontier: dict[float, tuple[float, float]] = {}
+        for t, picked in frontier_thresholds.items():
+            if pid in picked and pos.any() and neg.any():
+                at = (test_scores[:, j] >= picked[pid]) & (test_scores[:, j] > 0.0)
+                frontier[t] = (float(at[pos].mean()), float(1.0 - at[neg].mean()))
+        warning = None
+        if calib_pos < needed:
+            warning = (
+                f"{calib_pos} positives on the calibration split: too few for target recall {target_recall:g} "
+                f"(needs ≥ {needed})"
+            )
+        rows.append(
+            HoldoutPolicy(
+                policy_id=pid,
+                threshold=float(limits[j]),
+                calib_positives=calib_pos,
+                recall=Rate.of(int(passed[pos, j].sum()), int(pos.sum())),
+                benign_pass=Rate.of(int(passed[neg, j].sum()), int(neg.sum())),
+                frontier=frontier,
+                warning=warning,
+            )
+        )
+    violating = violates.any(axis=1)
+    benign = ~violating & np.array([bool(p.labels) for p in test_posts], dtype=bool)
+    hit = np.asarray((passed & violates).any(axis=1))
+    return HoldoutReport(
+        policies=rows,
+        post_recall=Rate.of(int(hit[violating].sum()), int(violating.sum())),
+        pair_recall=Rate.of(int((passed & violates).sum()), int(violates.sum())),
+        benign_pass=Rate.of(int(passed[benign].any(axis=1).sum()), int(benign.sum())),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Splits:
+    train: list[LabeledPost]
+    calib: list[LabeledPost]
+    test: list[LabeledPost]
+    duplicates: int  # posts dropped as exact duplicates (case and whitespace aside)
+    conflicts: int  # of which carried other labels than the kept copy
+
+
+def split_labeled(posts: Sequence[LabeledPost], seed: int, calib: float, test: float) -> Splits:
+    """Deduplicate (first copy wins), then split by a seeded hash of each post's normalised
+    `key` form, so obfuscated copies of one post (leet, spacing, look-alikes) land in the same
+    split as the original and a post's split does not depend on the rest of the data."""
+    seen: dict[str, LabeledPost] = {}
+    duplicates = conflicts = 0
+    parts: dict[str, list[LabeledPost]] = {"train": [], "calib": [], "test": []}
+    for post in posts:
+        key = dedup_key(post.text)
+        first = seen.get(key)
+        if first is not None:
+            duplicates += 1
+            conflicts += first.labels != post.labels
+            continue
+        seen[key] = post
+        parts[split_of(normalise(post.text).key.strip(), seed, calib, test)].append(post)
+    return Splits(parts["train"], parts["calib"], parts["test"], duplicates, conflicts)

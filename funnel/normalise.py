@@ -135,6 +135,10 @@ class Normalised:
     # Tokens that were spelled out letter by letter ("k i l l y o u r s e l f"), in `key`
     # form: they are searched for keywords without word boundaries (see keywords.py).
     squashed: tuple[str, ...] = ()
+    # `clean` with spelled-out letters joined and leetspeak undone, punctuation kept
+    # ("fr33 v-bucks at bit.ly/x" → "free v-bucks at bit.ly/x"); None when it equals `clean`.
+    # Patterns are matched on both forms (see patterns.py).
+    plain: str | None = None
 
 
 def fold(text: str) -> str:
@@ -202,12 +206,14 @@ def normalise(text: str) -> Normalised:
             return token
 
         joined = _SPACED_OUT.sub(join, clean)
-    words = punct_to_space(deleet(joined))
+    deleeted = deleet(joined)
+    words = punct_to_space(deleeted)
     key = squeeze(words)
+    plain = deleeted if deleeted != clean else None
     if squashed:
         squashed_keys = tuple(squeeze(punct_to_space(deleet(token))).replace(" ", "") for token in squashed)
-        return Normalised(clean, words, key, squashed_keys)
-    return Normalised(clean, words, key)
+        return Normalised(clean, words, key, squashed_keys, plain)
+    return Normalised(clean, words, key, plain=plain)
 
 
 def normalise_batch(texts: list[str]) -> list[Normalised]:

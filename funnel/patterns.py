@@ -73,8 +73,16 @@ class PatternStage:
         """Per post, the (policy id, pattern) pairs that matched."""
         if not self.patterns:
             return [[] for _ in posts]
+        # Each post's `clean` form, plus its `plain` form (leetspeak undone, spelled-out letters
+        # joined) where that differs: "fr33 v-bucks" must meet a pattern written for "free v-bucks",
+        # while "5star" or a price must still meet patterns written with digits.
         texts = [p.clean for p in posts]
-        found: list[list[int]] = [[] for _ in posts]
+        row_of = list(range(len(posts)))
+        for row, post in enumerate(posts):
+            if post.plain is not None:
+                texts.append(post.plain)
+                row_of.append(row)
+        found: list[list[int]] = [[] for _ in texts]
         if self._hs is not None:
             for hits, scanned in zip(found, self._hs.scan(texts), strict=True):
                 hits.extend(self._hs_ids[j] for j in scanned)
@@ -88,7 +96,9 @@ class PatternStage:
                     i, regex = self._re[k]
                     if regex.search(text) is not None:
                         hits.append(i)
-        return [[self.patterns[i] for i in sorted(set(hits))] for hits in found]
+        for extra in range(len(posts), len(texts)):
+            found[row_of[extra]].extend(found[extra])
+        return [[self.patterns[i] for i in sorted(set(hits))] for hits in found[: len(posts)]]
 
 
 def _alternatives(items: Any) -> list[str] | None:

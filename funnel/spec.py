@@ -19,6 +19,9 @@ class PolicySpec:
     exemplars: tuple[str, ...] = ()
     threshold: float = 0.5
     very_sure: float = 0.95
+    # (language or "default", route) pairs from the policy's `languages:` front matter; routing
+    # only, so not part of the fingerprint (see funnel/language.py).
+    languages: tuple[tuple[str, str], ...] = ()
 
     def fingerprint(self) -> str:
         """Hash of what decides the *scores* (not the thresholds): a calibration made for
@@ -35,6 +38,15 @@ class FunnelResult:
     scores: dict[str, float]
     signals: dict[str, list[str]] = field(default_factory=dict)
     very_sure: list[str] = field(default_factory=list)
+    # The post's language (producer's tag or detected; "und": nothing to read) and its route:
+    # `judge` when a language rule made it a candidate, `allow` when every policy exempts it,
+    # else `funnel`. None without the language step.
+    lang: str | None = None
+    route: str = "funnel"
+    # Policies this post was cleared for but that the bypass sample sends to tier 1 anyway
+    # (funnel/recall.py `bypass_policies`, chosen by post id); not candidates: their verdicts say
+    # `sampled: true` and do not change the decision.
+    sampled: list[str] = field(default_factory=list)
 
     @property
     def is_candidate(self) -> bool:
@@ -49,15 +61,26 @@ def _strings(value: Any) -> tuple[str, ...]:
     return tuple(str(item) for item in value)
 
 
+def _keywords(hints: Mapping[str, Any]) -> tuple[str, ...]:
+    """`keywords` and then every language's `keywords_by_lang` list, duplicates dropped. All are
+    matched on every post: language ID on short posts is not sure enough to pick one list."""
+    merged = dict.fromkeys(_strings(hints.get("keywords")))
+    for words in (hints.get("keywords_by_lang") or {}).values():
+        merged.update(dict.fromkeys(_strings(words)))
+    return tuple(merged)
+
+
 def spec_from_hints(policy_id: str, hints: Mapping[str, Any]) -> PolicySpec:
-    """One policy's `funnel:` front matter (as plain data) → `PolicySpec`."""
+    """One policy's `funnel:` front matter (as plain data) → `PolicySpec`; a `languages` key
+    (the policy's top-level `languages:` block) becomes the routing rules."""
     return PolicySpec(
         id=policy_id,
-        keywords=_strings(hints.get("keywords")),
+        keywords=_keywords(hints),
         patterns=_strings(hints.get("patterns")),
         exemplars=_strings(hints.get("exemplars")),
         threshold=float(hints.get("threshold", 0.5)),
         very_sure=float(hints.get("very_sure", 0.95)),
+        languages=tuple((str(k), str(v)) for k, v in (hints.get("languages") or {}).items()),
     )
 
 

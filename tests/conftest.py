@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.kafka_support import FAST_GROUP, PROJECT_ROOT, WorkerProcess
+from tests.vllm_cpu_support import GptOssServer, require_tiny_gptoss_env, start_tiny_gptoss_server
 from worker.broker import EmbeddedBroker, create_topics
 from worker.sim.process import SimulatorProcess
 
@@ -75,3 +76,12 @@ def spawn_worker(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], WorkerPr
     yield spawn
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_gptoss_server() -> Iterator[GptOssServer]:
+    """One real vLLM serving the tiny random-weight gpt-oss model per session (start-up 2-3 min).
+    Skips without the env (scripts/tiny_gptoss_env.sh), fails under CI=true; see docs/vllm-cpu.md."""
+    require_tiny_gptoss_env()
+    with start_tiny_gptoss_server() as server:
+        yield server

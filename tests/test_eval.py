@@ -106,11 +106,14 @@ def sim() -> Iterator[SimulatorProcess]:
 
 def scripted_call(policy: Policy, text: str, effort: str) -> JudgeCall:
     """What the simulator answers, computed from its pure script (no HTTP)."""
-    answer = JudgeAnswer.model_validate_json(script(policy.prompt, text, effort, SEED).content or "")
+    outcome = script(policy.prompt, text, effort, SEED)
+    answer = JudgeAnswer.model_validate_json(outcome.content or "")
     audit = AuditCall(tier="t1", policy_id=policy.id, policy_version=policy.version, model="m", endpoint="e",
                       reasoning_effort="low", request={}, reasoning=None, content=None, finish_reason="stop",
                       error=None, latency_ms=0.0)  # fmt: skip
-    return JudgeCall("t1" if effort == "low" else "t2", policy, answer, None, audit)
+    # The simulator's logprobs put p_violation on its violation digit: escalation reads it.
+    p = outcome.p_violations[-1] if outcome.p_violations else None
+    return JudgeCall("t1" if effort == "low" else "t2", policy, answer, None, audit, p)
 
 
 def run_eval(args: list[str]) -> tuple[str, dict[str, Any]]:

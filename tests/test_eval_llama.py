@@ -39,7 +39,7 @@ def test_eval_against_a_real_small_model(llama: LlamaServer, tmp_path: Path) -> 
     report_path = tmp_path / "report.json"
     outcome = CliRunner().invoke(cli, [
         "eval", "--policies", str(policies), "--dataset", str(PROJECT_ROOT / "datasets" / "eval_sample.jsonl"),
-        "--judge", llama.base_url, "--response-format", "json_object", "--max-tokens", "160",
+        "--judge", llama.base_url, "--response-format", "json_object", "--max-tokens", "160", "--no-logprobs",
         "--concurrency", "1", "--timeout", "240", "--limit", str(POSTS), "--report", str(report_path),
     ])  # fmt: skip
     assert outcome.exit_code == 0, outcome.output + repr(outcome.exception)

@@ -72,7 +72,18 @@ def test_score_stdin_to_stdout(policy_dir: Path) -> None:
 def test_calibrate_writes_sidecar_that_score_applies(policy_dir: Path) -> None:
     labeled = ROOT / "datasets" / "funnel_dev.jsonl"
     result = CliRunner().invoke(
-        funnel_group, ["calibrate", "--policies", str(policy_dir), "--labeled", str(labeled), "--target-recall", "0.98"]
+        funnel_group,
+        [
+            "calibrate",
+            "--policies",
+            str(policy_dir),
+            "--labeled",
+            str(labeled),
+            "--target-recall",
+            "0.98",
+            "--holdout",
+            "0",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "benign posts filtered out" in result.output
@@ -89,6 +100,21 @@ def test_calibrate_dry_run_writes_nothing(policy_dir: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert load_thresholds(policy_dir) == {}
+
+
+def test_calibrate_reports_on_a_held_out_split_and_rejects_unknown_ids(policy_dir: Path, tmp_path: Path) -> None:
+    labeled = ROOT / "datasets" / "funnel_dev.jsonl"
+    args = ["calibrate", "--policies", str(policy_dir), "--labeled", str(labeled), "--dry-run", "--holdout", "0.3"]
+    result = CliRunner().invoke(funnel_group, args)
+    assert result.exit_code == 0, result.output
+    assert "held-out split" in result.output and "filtered @0.98" in result.output
+    assert "too few for target recall 0.98" in result.output  # ≤ 42 positives per policy, 50 needed
+    misspelt = tmp_path / "misspelt.jsonl"
+    misspelt.write_text(json.dumps({"id": "x", "text": "hello", "labels": {"spam-scam": 1}}) + "\n")
+    args = ["calibrate", "--policies", str(policy_dir), "--labeled", str(misspelt), "--dry-run"]
+    result = CliRunner().invoke(funnel_group, args)
+    assert result.exit_code != 0
+    assert "unknown policy ids 'spam-scam'" in result.output
 
 
 def test_evaluate(policy_dir: Path) -> None:

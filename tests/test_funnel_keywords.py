@@ -106,6 +106,14 @@ def test_patterns_run_on_clean_text(engine: str) -> None:
     assert found[3] == []
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_patterns_also_see_the_plain_form(engine: str) -> None:
+    """De-leeted, de-spaced text (`Normalised.plain`) meets patterns on both engines, credited to its own post."""
+    stage = PatternStage([PolicySpec("cheats", patterns=(r"\bfree\s+(robux|v-?bucks)\b",))], engine)
+    found = stage.match_batch([normalise(t) for t in ["hello there", "fr33 v-bucks", "f r e e robux", "free time"]])
+    assert [bool(hits) for hits in found] == [False, True, True, False]
+
+
 def test_invalid_pattern_names_the_policy() -> None:
     with pytest.raises(ValueError, match=r"policy 'bad'.*invalid pattern"):
         PatternStage([PolicySpec("bad", patterns=("(unclosed",))])

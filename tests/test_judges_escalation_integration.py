@@ -22,10 +22,13 @@ pytestmark = pytest.mark.integration
 
 AUDIT_RATE = 0.05
 # id -> (text, decision, tier, escalation reasons). "alpha" is an ordinary policy (escalates below
-# high confidence), "beta" is severe, "gamma" has very_sure 0.9 (three keywords reach 0.91).
+# high confidence), "beta" is severe, "gamma" has very_sure 0.9 (three keywords reach 0.91). The
+# simulator reads a low confidence as p_violation 0.6 (inside the default band): cases about
+# low_confidence pin p_violation outside it, so that each case shows one reason.
 CASES: dict[str, tuple[str, str, str, list[str]]] = {
     "clean": ("alphaword [[sim: violation=0 confidence=high]]", "allow", "t1", []),
-    "low": ("alphaword [[sim: violation=1 confidence=low confidence_t2=high]]", "hide", "t2", ["low_confidence"]),
+    "low": ("alphaword [[sim: violation=1 confidence=low confidence_t2=high p_violation=0.9]]", "hide", "t2",
+            ["low_confidence"]),
     "medium": ("alphaword [[sim: violation=0 confidence=medium confidence_t2=high]]", "allow", "t2",
                ["low_confidence"]),
     "truncated": ("alphaword [[sim: violation=1 confidence=high fault=truncate fault_t2=none]]", "hide", "t2",
@@ -41,12 +44,15 @@ CASES: dict[str, tuple[str, str, str, list[str]]] = {
     "funnel-sure": ("gammaone gammatwo gammathree [[sim: violation=0 confidence=high violation_t2=1]]", "hide",
                     "t2", ["funnel_disagreement"]),
     "audit": ("alphaword [[sim: violation=0 confidence=high]]", "allow", "t2", ["audit_sample"]),
-    "t2-invalid": ("alphaword [[sim: violation=1 confidence=low fault_t2=invalid_json]]", "review", "t2",
-                   ["low_confidence"]),
-    "t2-truncated": ("alphaword [[sim: violation=1 confidence=low fault_t2=truncate]]", "review", "t2",
-                     ["low_confidence"]),
-    "t2-unsure": ("alphaword [[sim: violation=1 confidence=low confidence_t2=low]]", "review", "t2",
+    "t2-invalid": ("alphaword [[sim: violation=1 confidence=low fault_t2=invalid_json p_violation=0.9]]", "review",
+                   "t2", ["low_confidence"]),
+    "t2-truncated": ("alphaword [[sim: violation=1 confidence=low fault_t2=truncate p_violation=0.9]]", "review",
+                     "t2", ["low_confidence"]),
+    "t2-unsure": ("alphaword [[sim: violation=1 confidence=low confidence_t2=low p_violation=0.9]]", "review", "t2",
                   ["low_confidence"]),
+    # Confident in words, not in its probabilities: p_violation 0.4 is inside the default band.
+    "uncertain": ("alphaword [[sim: violation=0 confidence=high p_violation=0.4 violation_t2=1 p_violation_t2=0.97]]",
+                  "hide", "t2", ["uncertain_probability"]),
     "both-fail": ("alphaword [[sim: fault=empty]]", "review", "t2", ["invalid_answer"]),
     "no-candidate": ("a walk by the river", "allow", "funnel", []),
 }  # fmt: skip
@@ -109,7 +115,7 @@ def test_every_escalation_reason_and_tier_2_outcome(
         assert tiers == ([("t1", "low"), ("t2", "high")] if reasons else [("t1", "low")]), case
 
     expected = {"low_confidence": 5, "invalid_answer": 4, "severe_category": 2, "funnel_disagreement": 1,
-                "audit_sample": 1}  # fmt: skip
+                "audit_sample": 1, "uncertain_probability": 1}  # fmt: skip
 
     def counted() -> dict[str, float]:
         text = scrape(worker.metrics_url)

@@ -12,8 +12,9 @@ from worker.judge import build_multi_request, build_request, parse_multi_answer
 from worker.multipolicy import MULTI_HEADER, multi_prompt, split_sections
 from worker.sim.script import script
 
-SPAM = make_policy("spam", prompt="# Spam\n\n## INSTRUCTIONS\nSpam rules.\n")
-HATE = make_policy("hate", prompt="# Hate\n\n## INSTRUCTIONS\nHate rules.\n")
+# The simulator files a violation under the first category the OUTPUT FORMAT section allows.
+SPAM = make_policy("spam", prompt='# Spam\n## INSTRUCTIONS\nSpam rules.\n## OUTPUT FORMAT\npolicy_category is "spam"\n')
+HATE = make_policy("hate", prompt='# Hate\n## INSTRUCTIONS\nHate rules.\n## OUTPUT FORMAT\npolicy_category is "hate"\n')
 SETTINGS = Tier1JudgeSettings()
 
 
@@ -98,4 +99,6 @@ def test_policy_directive_is_a_default_the_post_overrides() -> None:
 def test_single_and_multi_requests_share_key_order() -> None:
     single = list(build_request(SPAM, Post(id="1", text="x"), SETTINGS))
     multi = list(build_multi_request([SPAM, HATE], Post(id="1", text="x"), SETTINGS))
-    assert single == multi == ["model", "reasoning_effort", "max_tokens", "response_format", "messages"]
+    assert single == multi == [
+        "model", "reasoning_effort", "max_tokens", "response_format", "logprobs", "top_logprobs", "messages"
+    ]  # fmt: skip

@@ -49,6 +49,9 @@ def test_worker_gets_parsed_verdicts_from_a_real_small_model(
         "MODEL": llama.alias,
         "RESPONSE_FORMAT": "json_object",  # llama.cpp answers json_schema with HTTP 500
         "MAX_TOKENS": "160",
+        "MAX_MODEL_LEN": "4096",  # LlamaServer's n_ctx
+        "MAX_POST_TOKENS": "2048",
+        "LOGPROBS": "false",  # llama-cpp-python's server answers logprobs requests with HTTP 500
         "MAX_IN_FLIGHT": "1",  # it serves one request at a time anyway
         "TIMEOUT_S": "240",
     }

@@ -14,14 +14,17 @@ from pydantic import ValidationError
 
 from worker.contracts import JudgeAnswer, Post
 from worker.lint import (
-    approx_tokens,
+    ANSWER_FIELDS,
+    DEFAULT_TOKEN_BOUNDS,
     format_findings,
     keyword_terms,
     lint_policy_dir,
+    output_categories,
     parse_examples,
     split_sections,
 )
 from worker.policies import PolicySet, load_policy_dir
+from worker.tokens import count_tokens
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"
@@ -47,7 +50,9 @@ OUTPUT_SKELETON = (
     '{"violation": 0|1, "policy_category": str|null, "rule_ids": [...], '
     '"confidence": "low"|"medium"|"high", "rationale": str}'
 )
-TEMPLATE = ["INSTRUCTIONS", "DEFINITIONS", "VIOLATES", "SAFE", "EXAMPLES", "OUTPUT FORMAT"]
+# OpenAI's gpt-oss-safeguard guide: the output format near the top (the skeleton ends
+# INSTRUCTIONS) and again right before EXAMPLES (the OUTPUT FORMAT section).
+TEMPLATE = ["INSTRUCTIONS", "DEFINITIONS", "VIOLATES", "SAFE", "OUTPUT FORMAT", "EXAMPLES"]
 
 
 @pytest.fixture(scope="module")
@@ -75,16 +80,19 @@ def test_shipped_policies_lint_without_errors_or_warnings() -> None:
 def test_policy_body(policy_set: PolicySet, policy_id: str) -> None:
     policy = policy_set.by_id()[policy_id]
     body = policy.prompt
-    # Target 400-600 tokens (DESIGN §1); the approximation runs a little above o200k on
-    # JSON-heavy text, hence the tolerant window.
-    assert 350 <= approx_tokens(body) <= 700
-    assert 400 <= len(body.split()) * 1.3 <= 600
+    # Real o200k tokens, inside the linter's default band (docs/writing-policies.md, "Length").
+    assert DEFAULT_TOKEN_BOUNDS.warn_min <= count_tokens(body) <= DEFAULT_TOKEN_BOUNDS.warn_max
     sections = split_sections(body)
     assert [s.key for s in sections] == TEMPLATE
-    assert OUTPUT_SKELETON in body
+    by_key = {s.key: s for s in sections}
+    # The same skeleton twice: the last lines of INSTRUCTIONS, and the OUTPUT FORMAT section.
+    assert body.count(OUTPUT_SKELETON) == 2
+    assert by_key["INSTRUCTIONS"].text.rstrip().endswith(OUTPUT_SKELETON)
+    assert OUTPUT_SKELETON in by_key["OUTPUT FORMAT"].text
     examples = parse_examples(sections)
     labels = Counter(e.label for e in examples if e.section == "EXAMPLES")
     assert labels[0] >= 2 and labels[1] >= 2
+    assert 4 <= len(examples) <= 6  # the guide: 4-6 short examples
     # Rule ids share one prefix per policy and every example cites defined rules.
     violates = next(s for s in sections if s.key == "VIOLATES").text
     rule_ids = re.findall(r"\*\*([A-Z]{2}\d)\*\*", violates)
@@ -113,13 +121,45 @@ def test_policy_front_matter(policy_set: PolicySet, policy_id: str) -> None:
         assert meta.severity == "severe"
 
 
-def test_example_answers_validate_as_judge_answers(policy_set: PolicySet) -> None:
-    # The examples show only some fields; with a confidence added they must be valid answers.
+def test_example_answers_are_complete_judge_answers(policy_set: PolicySet) -> None:
+    # Every example shows the full answer a model should copy: all five fields, in the order the
+    # skeleton gives them ("violation" first: the worker reads p_violation from that digit).
     for policy in policy_set.policies:
-        for line in policy.prompt.splitlines():
-            if line.startswith("Content:"):
-                answer = json.loads(line[line.index("{") :])
-                JudgeAnswer.model_validate({**answer, "confidence": "high"})
+        sections = split_sections(policy.prompt)
+        categories = output_categories(sections)
+        severe = {c.casefold() for c in policy.meta.escalation.severe_categories}
+        assert severe <= {c.casefold() for c in categories}, policy.id
+        lines = [line for line in policy.prompt.splitlines() if line.startswith("Content:")]
+        assert len(lines) == len(parse_examples(sections))
+        for line in lines:
+            raw = json.loads(line[line.index("{") :])
+            assert tuple(raw) == ANSWER_FIELDS, line
+            answer = JudgeAnswer.model_validate(raw, strict=True)
+            assert answer.rationale and len(answer.rationale) <= 80, line
+            if answer.violation:
+                assert answer.policy_category in categories, line
+            else:
+                assert (answer.policy_category, answer.rule_ids) == (None, []), line
+
+
+def test_lint_catches_a_shipped_policy_with_a_two_field_example(tmp_path: Path) -> None:
+    # The shipped files pass the new rules because they comply, not because the rules are blind.
+    source = POLICIES / "spam-scams.md"
+    text = source.read_text(encoding="utf-8")
+    line = next(line for line in text.splitlines() if line.startswith("Content:") and '"violation": 1' in line)
+    two_fields = line[: line.index("{")] + '{"violation": 1, "rule_ids": ["SP3"]}'
+    (tmp_path / "spam-scams.md").write_text(text.replace(line, two_fields), encoding="utf-8")
+    (finding,) = lint_policy_dir(tmp_path)
+    assert (finding.severity, finding.code) == ("error", "example-answer-incomplete")
+
+
+def test_lint_catches_a_shipped_policy_stating_the_format_only_once(tmp_path: Path) -> None:
+    text = (POLICIES / "hate.md").read_text(encoding="utf-8")
+    top = "Reply with only this JSON object, all five fields:\n" + OUTPUT_SKELETON + "\n"
+    assert text.count(top) == 1
+    (tmp_path / "hate.md").write_text(text.replace(top, ""), encoding="utf-8")
+    (finding,) = lint_policy_dir(tmp_path)
+    assert (finding.severity, finding.code) == ("error", "output-format-not-at-top")
 
 
 def test_most_exemplars_hit_their_own_keywords_or_patterns(policy_set: PolicySet) -> None:

@@ -33,6 +33,7 @@ POST_BYTES = 20_000
 MAX_IN_FLIGHT = 64
 PER_PARTITION = 24
 OBSERVE_S = 25.0
+MIN_SAMPLES = 21
 RSS_GROWTH_BOUND = 128 * 1024 * 1024
 
 
@@ -80,13 +81,18 @@ def test_slow_judge_bounded_in_flight_and_memory(
             for i in range(N_POSTS)
         ),
     )
-    input_rate = N_POSTS / (time.monotonic() - produce_started)
+    input_rate = N_POSTS / (time.monotonic() - produce_started)  # reported, not asserted
+    judged_while_producing = metrics(worker).get("modstream_verdicts_total", 0) - 20
 
     peak_rss, peak_in_flight, peak_partition, peak_judge = idle_rss, 0.0, 0.0, 0
     paused_seen = 0.0
     samples = 0
-    deadline = time.monotonic() + OBSERVE_S
-    while time.monotonic() < deadline:  # sampling, not synchronisation: each pass reads live state
+    observe_started = time.monotonic()
+    deadline = observe_started + OBSERVE_S
+    # Sampling, not synchronisation: each pass reads live state. At least OBSERVE_S and at least
+    # MIN_SAMPLES passes (a loaded machine makes a pass slower; the count must not depend on that).
+    hang_guard = observe_started + 8 * OBSERVE_S
+    while (time.monotonic() < deadline or samples < MIN_SAMPLES) and time.monotonic() < hang_guard:
         m = metrics(worker)
         if m:
             samples += 1
@@ -100,7 +106,7 @@ def test_slow_judge_bounded_in_flight_and_memory(
         time.sleep(0.25)  # the sampling period
     final = metrics(worker)
     verdicts = final.get("modstream_verdicts_total", 0) - 20
-    judge_rate = verdicts / OBSERVE_S
+    judge_rate = verdicts / (time.monotonic() - observe_started)
     worker.signal(signal.SIGTERM)
     assert worker.wait(60) == 0, worker.log()[-3000:]
 
@@ -110,10 +116,13 @@ def test_slow_judge_bounded_in_flight_and_memory(
         f"in-flight peak {peak_in_flight:.0f} (high-water {final['modstream_in_flight_high_water']:.0f}, "
         f"cap {MAX_IN_FLIGHT}), partition peak {peak_partition:.0f} (cap {PER_PARTITION}), judge queue peak "
         f"{peak_judge}; RSS idle {idle_rss / 2**20:.0f} MiB, peak {peak_rss / 2**20:.0f} MiB "
-        f"(bound {(idle_rss + RSS_GROWTH_BOUND) / 2**20:.0f} MiB); {samples} samples"
+        f"(bound {(idle_rss + RSS_GROWTH_BOUND) / 2**20:.0f} MiB); {samples} samples; "
+        f"{judged_while_producing:.0f} verdicts while producing"
     )
-    assert samples > 20
-    assert input_rate >= 100 * judge_rate, "the judge must be at least 100x slower than the input"
+    assert samples >= MIN_SAMPLES
+    # The input outran the judge 100x (counts, not rates: under load both slow down): the whole
+    # backlog was on the topic before the judge had answered 1 % of it.
+    assert judged_while_producing <= N_POSTS // 100, f"{judged_while_producing} verdicts while producing"
     assert final["modstream_in_flight_high_water"] <= MAX_IN_FLIGHT
     assert peak_in_flight <= MAX_IN_FLIGHT and peak_judge <= MAX_IN_FLIGHT
     assert peak_partition <= PER_PARTITION

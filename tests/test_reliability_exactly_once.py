@@ -115,7 +115,7 @@ def read_committed(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[
 
 @pytest.mark.xfail(
     reason="transaction isolation cannot be verified on the brokers available: Tansu shows aborted "
-    "transactional records to read_committed consumers (DESIGN §9); must pass on real Kafka",
+    "transactional records to read_committed consumers (docs/reliability.md); must pass on real Kafka",
     strict=False,
 )
 def test_read_committed_never_sees_an_aborted_verdict(broker: EmbeddedBroker, topics: dict[str, int]) -> None:

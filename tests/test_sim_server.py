@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,10 +16,16 @@ from click.testing import CliRunner
 from worker.contracts import JudgeAnswer
 from worker.sim import SimulatorProcess
 from worker.sim.cli import sim_vllm
+from worker.sim.engine import prompt_token_ids
+from worker.sim.script import script
 
 MODEL = "openai/gpt-oss-safeguard-20b"
-POLICY = "# Spam Policy\n\n## INSTRUCTIONS\n" + " ".join(f"rule{i}" for i in range(200))
+POLICY = (
+    "# Spam Policy\n\n## INSTRUCTIONS\n" + " ".join(f"rule{i}" for i in range(200))
+    + '\n\n## OUTPUT FORMAT\npolicy_category is "spam" or "scam" (null when 0).\n'
+)  # fmt: skip
 SLOTS = 4
+BLOCK = 128
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +77,19 @@ def test_response_has_vllm_shape(client: httpx.Client) -> None:
     usage = data["usage"]
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     assert "cached_tokens" in usage["prompt_tokens_details"]
+    assert choice["logprobs"] is None, "only when asked for"
+
+
+def test_usage_counts_o200k_tokens(client: httpx.Client) -> None:
+    post = "Ünïcode, emoji 👍🏽 and punctuation!!! count as o200k tokens, not words"
+    r = chat(client, post, effort="medium")
+    usage = r.json()["usage"]
+    messages = [("system", POLICY), ("user", post)]
+    assert usage["prompt_tokens"] == len(prompt_token_ids(messages, "medium"))
+    expected = script(POLICY, post, "medium", seed=3, response_format=None)
+    assert usage["completion_tokens"] == expected.completion_tokens
+    assert usage["completion_tokens_details"] == {"reasoning_tokens": expected.reasoning_tokens}
+    assert r.json()["choices"][0]["message"]["content"] == expected.content
 
 
 def test_reasoning_effort_changes_output_length(client: httpx.Client, sim: SimulatorProcess) -> None:
@@ -78,36 +99,44 @@ def test_reasoning_effort_changes_output_length(client: httpx.Client, sim: Simul
         tokens[effort] = r.json()["usage"]["completion_tokens"]
     assert tokens["low"] < tokens["medium"] < tokens["high"]
     assert tokens[None] == tokens["medium"]  # vLLM's default effort
+    assert script(POLICY, "a quiet post", "high", seed=3, response_format=None).completion_tokens == tokens["high"]
     assert sim.stats()["by_effort"] == {"low": 1, "medium": 2, "high": 1}
 
 
 def test_max_num_seqs_queues_the_rest(client: httpx.Client, sim: SimulatorProcess) -> None:
-    delay_s = 1.5
-    post = f"slow [[sim: delay_ms={int(delay_s * 1000)}]]"
-    started = time.monotonic()
+    post = "slow [[sim: delay_ms=4000]]"  # long enough to see the queue while the first wave runs
     with ThreadPoolExecutor(2 * SLOTS) as pool:
         futures = [pool.submit(chat, client, post) for _ in range(2 * SLOTS)]
-        wait_until(lambda: sim.stats()["waiting"] == SLOTS, timeout_s=delay_s)
+        wait_until(lambda: sim.stats()["waiting"] == SLOTS, timeout_s=30)
         metrics = sim.metrics()
         assert f'vllm:num_requests_running{{model_name="{MODEL}"}} {SLOTS}.0' in metrics
         assert f'vllm:num_requests_waiting{{model_name="{MODEL}"}} {SLOTS}.0' in metrics
+        usage = float(metrics.split(f'vllm:kv_cache_usage_perc{{model_name="{MODEL}"}} ')[1].split()[0])
+        assert usage > 0, "running requests hold KV blocks"
         statuses = [f.result().status_code for f in futures]
     assert statuses == [200] * (2 * SLOTS)
-    assert time.monotonic() - started >= 2 * delay_s  # two waves, never more than SLOTS at once
+    assert f'vllm:kv_cache_usage_perc{{model_name="{MODEL}"}} 0.0' in sim.metrics(), "all blocks released"
     stats = sim.stats()
-    assert stats["max_running"] == SLOTS
+    assert stats["max_running"] == SLOTS, "never more than SLOTS at once"
     assert stats["queued_total"] == SLOTS and stats["waiting"] == 0 and stats["running"] == 0
 
 
-def test_prefix_cache_reuses_the_policy(client: httpx.Client, sim: SimulatorProcess) -> None:
+def test_prefix_cache_reuses_the_policy_in_128_token_blocks(client: httpx.Client, sim: SimulatorProcess) -> None:
     def cached(post: str, **kw: Any) -> int:
         return int(chat(client, post, **kw).json()["usage"]["prompt_tokens_details"]["cached_tokens"])
 
+    def shared_blocks(a: str, b: str, effort: str = "low", policy: str = POLICY) -> int:
+        x = prompt_token_ids([("system", POLICY), ("user", a)], "low")
+        y = prompt_token_ids([("system", policy), ("user", b)], effort)
+        common = next((i for i, (s, t) in enumerate(zip(x, y, strict=False)) if s != t), min(len(x), len(y)))
+        return (common // BLOCK) * BLOCK
+
     assert cached("first post") == 0
-    assert cached("second post") >= 200  # the 200-word policy came from cache
-    # Another policy shares only harmony's system header (a block or two), not the policy's 200 words.
-    assert cached("third post", policy="# Other\n" + " ".join(f"x{i}" for i in range(200))) < 64
-    assert cached("second post", effort="high") < 64  # effort sits in the system header, before the policy
+    assert cached("second post") == shared_blocks("first post", "second post") >= 3 * BLOCK  # the policy
+    # Another policy shares only harmony's system header (under one block), not the policy.
+    other = "# Other\n" + " ".join(f"x{i}" for i in range(200))
+    assert cached("third post", policy=other) == shared_blocks("first post", "third post", policy=other) == 0
+    assert cached("second post", effort="high") == 0  # effort sits in the system header, before the policy
     stats = sim.stats()
     assert 0 < stats["prefix_cache_hits"] < stats["prefix_cache_queries"]
     metrics = sim.metrics()
@@ -147,15 +176,12 @@ def test_rates_must_not_exceed_one(sim: SimulatorProcess) -> None:
 
 def test_timeout_fault_drops_or_answers_late(client: httpx.Client, sim: SimulatorProcess) -> None:
     sim.set_faults(timeout_hold_s=0.3, timeout_then="drop")
-    started = time.monotonic()
     with pytest.raises(httpx.RemoteProtocolError):
         chat(client, "hello [[sim: fault=timeout]]")
-    assert time.monotonic() - started >= 0.3
     sim.set_faults(timeout_then="answer")
-    started = time.monotonic()
     assert chat(client, "hello [[sim: fault=timeout]]").status_code == 200
-    assert time.monotonic() - started >= 0.3
     assert sim.stats()["by_status"] == {"dropped": 1, "200": 1}
+    assert sim.stats()["by_fault"] == {"timeout": 2}
 
 
 def test_client_giving_up_frees_the_request(client: httpx.Client, sim: SimulatorProcess) -> None:
@@ -170,10 +196,68 @@ def test_outage_toggle(client: httpx.Client, sim: SimulatorProcess) -> None:
     r = chat(client, "hello")
     assert r.status_code == 503 and r.json()["error"]["type"] == "ServiceUnavailableError"
     assert client.get("/v1/models").status_code == 503
-    assert client.get("/health").status_code == 200  # like vLLM: /health is not readiness
+    assert client.get("/health").status_code == 503
     sim.set_faults(outage=False)
     assert chat(client, "hello").status_code == 200
     assert client.get("/v1/models").json()["data"][0]["id"] == MODEL
+
+
+def test_health_and_models_as_current_vllm(client: httpx.Client, sim: SimulatorProcess) -> None:
+    health = client.get("/health")
+    assert (health.status_code, health.content) == (200, b""), "200 with an empty body when well"
+    sim.set_faults(engine_dead=True)
+    assert (client.get("/health").status_code, client.get("/health").content) == (503, b"")
+    models = client.get("/v1/models")
+    assert models.status_code == 200 and models.json()["data"][0]["id"] == MODEL, "/v1/models never asks the engine"
+    r = chat(client, "hello")
+    assert (r.status_code, r.content) == (500, b""), "vLLM's EngineDeadError handler: a bare 500"
+    assert sim.stats()["by_status"] == {"500": 1}
+    sim.set_faults(engine_dead=False)
+    assert client.get("/health").status_code == 200 and chat(client, "hello").status_code == 200
+
+
+def test_started_with_a_dead_engine() -> None:
+    with SimulatorProcess(engine_dead=True, speed=0) as dead, httpx.Client(base_url=dead.url, trust_env=False) as c:
+        assert c.get("/health").status_code == 503 and c.get("/v1/models").status_code == 200
+
+
+def test_logprobs_over_http(client: httpx.Client) -> None:
+    r = chat(client, "borderline [[sim: p_violation=0.55 confidence=high]]", logprobs=True, top_logprobs=3,
+             response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {}}})  # fmt: skip
+    data = r.json()
+    entries = data["choices"][0]["logprobs"]["content"]
+    content = data["choices"][0]["message"]["content"]
+    # The server's default --logprobs-scope covers the final content only (tests/test_sim_logprobs.py: "all").
+    assert "".join(e["token"] for e in entries) == content
+    assert set(entries[0]) == {"token", "logprob", "bytes", "top_logprobs"}
+    assert json.loads(content)["violation"] == 1
+    (digit,) = [e for e in entries if {"0", "1"} <= {a["token"] for a in e["top_logprobs"]}]
+    top = {a["token"]: a["logprob"] for a in digit["top_logprobs"]}
+    assert (
+        digit["token"] == "1"
+        and top["1"] == pytest.approx(math.log(0.55))
+        and top["0"] == pytest.approx(math.log(0.45))
+    )
+    assert len(digit["top_logprobs"]) == 3 and digit["top_logprobs"][2]["logprob"] == -9999.0
+    assert chat(client, "x", logprobs=True).json()["choices"][0]["logprobs"]["content"][0]["top_logprobs"] == []
+
+
+def test_response_format_enforced_unless_the_fault_says_not(client: httpx.Client, sim: SimulatorProcess) -> None:
+    short = POLICY + '\n## EXAMPLES\nContent: "buy followers" → {"violation": 1, "rule_ids": ["SP1"]}\n'
+    schema = {"type": "json_schema", "json_schema": {"name": "policy_verdict", "schema": {"type": "object"}}}
+
+    def content(post: str, **kw: Any) -> str:
+        return str(chat(client, post, policy=short, **kw).json()["choices"][0]["message"]["content"])
+
+    JudgeAnswer.model_validate_json(content("a scam", response_format=schema))  # held to the schema
+    assert json.loads(content("a scam")) == {"violation": 1, "rule_ids": ["R1"]}, "no schema: copies the examples"
+    not_enforced = content("a scam [[sim: fault=unenforced]]", response_format=schema)
+    with pytest.raises(ValueError):
+        JudgeAnswer.model_validate_json(not_enforced)
+    sim.set_faults(unenforced_rate=1.0)
+    with pytest.raises(ValueError):
+        JudgeAnswer.model_validate_json(content("another scam", response_format=schema))
+    assert sim.stats()["by_fault"] == {"unenforced": 2}
 
 
 def test_models_endpoint(client: httpx.Client) -> None:
@@ -209,9 +293,12 @@ def test_metrics_use_vllm_names(client: httpx.Client) -> None:
         (body("x", stream=True), 400),
         (body("x", max_tokens=0), 400),
         (body("x", response_format={"type": "json_schema"}), 400),
+        (body("x", top_logprobs=2), 400),  # top_logprobs needs logprobs: true
+        (body("x", logprobs=True, top_logprobs=21), 400),
+        (body("x [[sim: p_violation=2]]"), 400),
         (body("x [[sim: violation=maybe]]"), 400),
-        (body("x", max_tokens=5000), 400),  # prompt + max_tokens > max_model_len
-        (body("x " * 5000), 400),
+        (body("x", max_tokens=4000), 400),  # prompt + max_tokens > max_model_len
+        (body(" ".join(f"w{i}" for i in range(3000))), 400),  # a prompt over max_model_len
         ({**body("x"), "model": "openai/gpt-oss-120b"}, 404),
     ],
 )
@@ -245,16 +332,21 @@ def test_reset_clears_counters(client: httpx.Client, sim: SimulatorProcess) -> N
     assert sim.requests() == []
 
 
-def test_latency_model_decode_time() -> None:
-    # 2 ms per output token: a high-effort answer (~400 reasoning tokens) needs at least 0.8 s.
-    with SimulatorProcess(speed=1.0, decode_ms_per_token=2.0, prefill_ms_per_token=0.0) as slow:
-        with httpx.Client(base_url=slow.url, timeout=10.0, trust_env=False) as c:
-            started = time.monotonic()
-            r = chat(c, "hello", effort="high")
-            elapsed = time.monotonic() - started
-        tokens = r.json()["usage"]["completion_tokens"]
-        assert tokens >= 400 and elapsed >= tokens * 0.002
-        assert "vllm:e2e_request_latency_seconds_sum" in slow.metrics()
+def test_decode_runs_in_steps_that_hold_more_kv_as_they_go() -> None:
+    # 20 ms per token: a high-effort answer decodes for seconds, so its KV blocks can be watched growing.
+    with ThreadPoolExecutor(1) as pool, httpx.Client(timeout=120.0, trust_env=False) as c:
+        with SimulatorProcess(speed=1.0, decode_ms_per_token=20.0, prefill_ms_per_token=0.0, kv_cache_tokens=4096,
+                              max_num_seqs=2) as slow:  # fmt: skip
+
+            def usage() -> float:
+                return float(slow.metrics().split("vllm:kv_cache_usage_perc{")[1].split("} ")[1].split()[0])
+
+            future = pool.submit(c.post, f"{slow.url}/v1/chat/completions", json=body("hello", effort="high"))
+            wait_until(lambda: usage() > 0, timeout_s=30)
+            first = usage()
+            wait_until(lambda: usage() > first, timeout_s=30)  # decode steps add generated tokens
+        with pytest.raises(httpx.HTTPError):
+            future.result()  # the server was stopped before the end
 
 
 def test_simulator_process_rejects_unknown_options() -> None:

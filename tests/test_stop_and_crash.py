@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import time
 from collections.abc import Callable
 
 import httpx
@@ -104,10 +103,9 @@ def test_sigterm_under_load_exits_0_in_time_and_loses_nothing(
     )
     first = spawn_worker(env)
     wait_for(lambda: verdict_count(first) >= 300, 120, "some verdicts before SIGTERM")
-    sent = time.monotonic()
     first.signal(signal.SIGTERM)
+    # A deadline on the exit, not a timing assertion: the drain ends by itself (drain_timeout_s).
     assert first.wait(drain_timeout_s + 20) == 0, first.log()[-3000:]
-    assert time.monotonic() - sent < drain_timeout_s + 20
     assert '"event": "worker_stopped"' in first.log()
     committed = committed_offsets(broker.bootstrap_servers, "g-term", "posts", 4)
     assert sum(max(o, 0) for o in committed.values()) >= 300, "the drain must commit what finished"

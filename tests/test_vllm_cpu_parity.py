@@ -19,7 +19,6 @@ import os
 import re
 import statistics
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -72,7 +71,7 @@ POSTS = [
     "Does anyone know a good recipe for lentil soup?",
 ]
 
-# Names the worker reads (DESIGN.md §5), as base names; counters are exposed with `_total`.
+# Names the worker reads (docs/judges.md, docs/vllm-cpu.md), as base names; counters are exposed with `_total`.
 GAUGES = ["vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc"]
 COUNTERS = ["vllm:prefix_cache_queries", "vllm:prefix_cache_hits"]
 
@@ -172,12 +171,15 @@ def test_chat_json_schema_verdicts(vllm_server: tuple[str, str], client: httpx.C
 
 
 def test_concurrent_requests_are_batched(vllm_server: tuple[str, str], client: httpx.Client) -> None:
+    """Batching is asserted on the engine's own gauge, never on wall time (a loaded 2-core machine
+    makes any timing bound flaky): while n requests are in flight, `vllm:num_requests_running` must
+    reach >= 2, i.e. the scheduler ran several requests in one batch."""
     base_url, model = vllm_server
-    n_tokens = 48
+    n, n_tokens = 8, 48
 
     def body(i: int) -> dict[str, Any]:
-        # ignore_eos + min_tokens: every request decodes exactly n_tokens, so the timing compares
-        # like with like and each request stays in flight for several engine steps.
+        # ignore_eos + min_tokens: every request decodes exactly n_tokens, so each one stays in
+        # flight for many engine steps and the requests overlap.
         return {
             "model": model,
             "messages": [{"role": "user", "content": f"Write a short story about a lighthouse. ({i})"}],
@@ -187,57 +189,34 @@ def test_concurrent_requests_are_batched(vllm_server: tuple[str, str], client: h
             "ignore_eos": True,
         }
 
-    singles = []
-    for i in range(2):
-        data, elapsed = _chat(client, base_url, body(100 + i))
-        assert data["usage"]["completion_tokens"] == n_tokens
-        singles.append(elapsed)
-    single = statistics.median(singles)
-
+    finished_before = parse_metrics(_metrics(client, base_url)).get("vllm:request_success_total", 0.0)
     samples: list[tuple[float, float]] = []
-    stop = threading.Event()
-
-    def sampler() -> None:
-        with httpx.Client(timeout=10.0) as sc:
-            while not stop.is_set():
-                try:
-                    m = parse_metrics(sc.get(f"{base_url}/metrics").text)
-                    samples.append((m["vllm:num_requests_running"], m["vllm:num_requests_waiting"]))
-                except (httpx.HTTPError, KeyError):
-                    pass
-                stop.wait(0.05)
-
-    n = 8
-    th = threading.Thread(target=sampler, daemon=True)
-    th.start()
-    t0 = time.monotonic()
-    try:
-        with ThreadPoolExecutor(n) as ex, httpx.Client(timeout=REQUEST_TIMEOUT_S) as c2:
-            results = list(ex.map(lambda i: _chat(c2, base_url, body(i)), range(n)))
-    finally:
-        wall = time.monotonic() - t0
-        stop.set()
-        th.join(timeout=10)
+    with ThreadPoolExecutor(n) as ex, httpx.Client(timeout=REQUEST_TIMEOUT_S) as c2:
+        futures = [ex.submit(_chat, c2, base_url, body(i)) for i in range(n)]
+        # Poll the gauge until it shows a batch, every request is done, or the deadline passes.
+        deadline = time.monotonic() + REQUEST_TIMEOUT_S
+        while time.monotonic() < deadline and not all(f.done() for f in futures):
+            m = parse_metrics(_metrics(client, base_url))
+            samples.append((m["vllm:num_requests_running"], m["vllm:num_requests_waiting"]))
+            if samples[-1][0] >= 2:
+                break
+            time.sleep(0.05)
+        results = [f.result() for f in futures]
     for data, _ in results:
         assert data["usage"]["completion_tokens"] == n_tokens
     max_running = max((s[0] for s in samples), default=0.0)
-    max_waiting = max((s[1] for s in samples), default=0.0)
+    finished = parse_metrics(_metrics(client, base_url)).get("vllm:request_success_total", 0.0) - finished_before
     REPORT["batching"] = {
         "n_concurrent": n,
         "tokens_each": n_tokens,
-        "single_latency_s": round(single, 2),
-        "concurrent_wall_s": round(wall, 2),
-        "serial_estimate_s": round(n * single, 2),
-        "wall_over_serial": round(wall / (n * single), 2),
         "max_num_requests_running_sampled": max_running,
-        "max_num_requests_waiting_sampled": max_waiting,
+        "max_num_requests_waiting_sampled": max((s[1] for s in samples), default=0.0),
         "metric_samples": len(samples),
+        "request_success_delta": finished,
     }
-    # Primary, robust signal: the engine reported several requests in one running batch.
     assert max_running >= 2, f"never saw >1 running request in {len(samples)} samples: {REPORT['batching']}"
-    # Secondary: batching must beat running them one after another by a wide margin
-    # (measured ~0.3 here; 0.8 leaves room for a noisy shared CPU).
-    assert wall < 0.8 * n * single, f"no batching speed-up: {REPORT['batching']}"
+    # The server counted every one of them as a successful request.
+    assert finished >= n, f"vllm:request_success_total moved by {finished}, expected >= {n}"
 
 
 # --- (c) /metrics names -----------------------------------------------------------------------

@@ -11,6 +11,11 @@ venv never imports vllm or torch. Reuse from any test::
 
 ``base_url`` has no ``/v1`` suffix (``http://127.0.0.1:PORT``), so ``/metrics`` and
 ``/v1/...`` are both reachable from it.
+
+vLLM's real gpt-oss path (harmony rendering, the ``openai_gptoss`` reasoning parser) runs on the
+tiny random-weight gpt-oss model of ``scripts/tiny_gptoss_env.sh``: use the session fixture
+``tiny_gptoss_server`` (tests/conftest.py), which yields a ``GptOssServer`` (base_url, model_names,
+start_date, ...), or ``start_tiny_gptoss_server()`` directly after ``require_tiny_gptoss_env()``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -166,9 +172,27 @@ def start_vllm_cpu_server(
         raise RuntimeError(why)
     marker = read_marker()
     assert marker is not None
-    python = marker["python"]
-    model_dir = marker["model_dir"]
     name = marker.get("served_model_name", "smollm2-135m")
+    args = ("--max-model-len", "4096", "--dtype", "bfloat16", *default_extra_args(), *extra_args)
+    with _run_server(
+        marker["python"], marker["model_dir"], [name], args, extra_env or {}, startup_timeout_s, log_path
+    ) as (base_url, _startup_s, _log):
+        yield base_url, name
+
+
+@contextlib.contextmanager
+def _run_server(
+    python: str,
+    model_dir: str,
+    names: list[str],
+    args: tuple[str, ...],
+    extra_env: dict[str, str],
+    startup_timeout_s: float,
+    log_path: Path | None,
+) -> Iterator[tuple[str, float, Path]]:
+    """Start ``python -m vllm.entrypoints.openai.api_server`` in its own process group; yield
+    ``(base_url, startup_s, log_path)`` once ``/v1/models`` lists ``names[0]``; always stop the group."""
+    name = names[0]
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     if log_path is None:
@@ -182,17 +206,12 @@ def start_vllm_cpu_server(
         "--model",
         model_dir,
         "--served-model-name",
-        name,
-        "--max-model-len",
-        "4096",
-        "--dtype",
-        "bfloat16",
+        *names,
         "--host",
         "127.0.0.1",
         "--port",
         str(port),
-        *default_extra_args(),
-        *extra_args,
+        *args,
     ]
     t0 = time.monotonic()
     with open(log_path, "wb") as log:
@@ -201,7 +220,7 @@ def start_vllm_cpu_server(
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**server_env(), **(extra_env or {})},
+            env={**server_env(), **extra_env},
             start_new_session=True,  # own process group, so teardown reaches the engine workers
         )
     try:
@@ -226,9 +245,122 @@ def start_vllm_cpu_server(
                 time.sleep(0.5)
         startup_s = time.monotonic() - t0
         print(f"[vllm_cpu] server ready at {base_url} in {startup_s:.1f}s (log {log_path})", file=sys.stderr)
-        yield base_url, name
+        yield base_url, startup_s, log_path
     finally:
         _kill_group(proc)
+
+
+# --- the tiny random-weight gpt-oss model (scripts/tiny_gptoss_env.sh) ----------------------------
+
+TINY_GPTOSS_ENV_SCRIPT = REPO_ROOT / "scripts" / "tiny_gptoss_env.sh"
+# The date vLLM writes into the harmony system header; pinned so the prompt (and its cached
+# prefix) does not change daily. Any fixed date works; the tests assert it comes back verbatim.
+GPTOSS_START_DATE = "2026-06-02"
+GPTOSS_STARTUP_TIMEOUT_S = 480.0
+
+
+@dataclass(frozen=True)
+class GptOssServer:
+    """A running vLLM serving the tiny gpt-oss model through vLLM's real gpt-oss path."""
+
+    base_url: str  # http://127.0.0.1:PORT (no /v1)
+    model_names: tuple[str, ...]  # every served name; the first one labels metrics and responses
+    start_date: str  # VLLM_SYSTEM_START_DATE
+    startup_s: float
+    log_path: Path
+
+    @property
+    def model(self) -> str:
+        return self.model_names[0]
+
+
+def tiny_gptoss_marker_path() -> Path:
+    """Written by scripts/tiny_gptoss_env.sh as its very last step."""
+    return cache_dir() / "tiny-gpt-oss-env.json"
+
+
+def read_tiny_gptoss_marker() -> dict[str, Any] | None:
+    try:
+        data = json.loads(tiny_gptoss_marker_path().read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def tiny_gptoss_status() -> tuple[bool, str]:
+    """(ready, reason): the vLLM venv, the tiny model and both markers exist."""
+    ok, why = env_status()
+    if not ok:
+        return False, why
+    marker = read_tiny_gptoss_marker()
+    if marker is None:
+        return False, (
+            f"tiny gpt-oss model not built (no marker at {tiny_gptoss_marker_path()}); run "
+            "`bash scripts/tiny_gptoss_env.sh` (~1 min, 60 MB under $MODSTREAM_CACHE or ~/.cache/modstream)"
+        )
+    model_dir = Path(marker.get("model_dir", ""))
+    for rel in ("config.json", "model.safetensors", "tokenizer.json", "tiktoken/o200k_base.tiktoken"):
+        if not (model_dir / rel).is_file():
+            return False, f"marker {tiny_gptoss_marker_path()} names a model dir without {rel}: {model_dir}; rerun"
+    if not Path(marker.get("python", "")).is_file():
+        return False, f"marker {tiny_gptoss_marker_path()} names a missing python; rerun the script"
+    return True, "ready"
+
+
+def require_tiny_gptoss_env() -> None:
+    """In a test: skip when the tiny gpt-oss env is missing, but fail when CI=true."""
+    import pytest
+
+    ok, why = tiny_gptoss_status()
+    if ok:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true but the tiny gpt-oss env is missing: {why}", pytrace=False)
+    pytest.skip(why)
+
+
+@contextlib.contextmanager
+def start_tiny_gptoss_server(
+    *,
+    startup_timeout_s: float = GPTOSS_STARTUP_TIMEOUT_S,
+    extra_args: tuple[str, ...] = (),
+    extra_env: dict[str, str] | None = None,
+    log_path: Path | None = None,
+) -> Iterator[GptOssServer]:
+    """Serve the tiny gpt-oss model with vLLM's gpt-oss path: ``-O0`` (no torch.compile; the model is
+    noise, start-up time is what matters), ``--enable-scale-out`` (``/v1/chat/completions/render`` and
+    ``/derender``), ``--reasoning-parser openai_gptoss``, a 1 GiB KV cache and a pinned system date.
+    Served under the worker's default model names, so ``Tier1/Tier2JudgeSettings`` need only base_urls."""
+    ok, why = tiny_gptoss_status()
+    if not ok:
+        raise RuntimeError(why)
+    marker = read_tiny_gptoss_marker()
+    assert marker is not None
+    names = [str(n) for n in marker.get("served_model_names") or ["openai/gpt-oss-safeguard-20b"]]
+    args = (
+        "-O0",
+        "--enable-scale-out",
+        "--reasoning-parser",
+        "openai_gptoss",
+        "--max-model-len",
+        "4096",
+        "--dtype",
+        "bfloat16",
+        *extra_args,
+    )
+    env = {
+        "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB; must be an integer
+        "VLLM_SYSTEM_START_DATE": GPTOSS_START_DATE,
+        # openai-harmony renders the prompt and loads o200k_base.tiktoken from here (never downloads).
+        "TIKTOKEN_ENCODINGS_BASE": str(marker.get("tiktoken_dir") or Path(marker["model_dir"]) / "tiktoken"),
+        **(extra_env or {}),
+    }
+    with _run_server(marker["python"], marker["model_dir"], names, args, env, startup_timeout_s, log_path) as (
+        base_url,
+        startup_s,
+        log,
+    ):
+        yield GptOssServer(base_url, tuple(names), env["VLLM_SYSTEM_START_DATE"], startup_s, log)
 
 
 # --- /metrics helpers --------------------------------------------------------------------

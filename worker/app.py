@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import time
 from collections import defaultdict
@@ -27,6 +28,7 @@ import structlog
 from confluent_kafka import KafkaError, KafkaException, Message
 
 from funnel import FunnelResult
+from funnel.recall import RecallTracker
 from worker.breaker import STATE_VALUE
 from worker.commit import OffsetTracker, TopicPartitionKey
 from worker.config import Settings
@@ -35,16 +37,19 @@ from worker.contracts import Post, SourceRef
 from worker.deadline import DeadlineExceeded, JudgeUptimeClock
 from worker.decode import DecodeError, decode_post
 from worker.flow import FlowControl, pause_changes
-from worker.funnel import PolicyRuntime, screen
+from worker.funnel import PolicyRuntime, count_recall, count_screened, screen, with_bypass
 from worker.health import build_health_app, start_health_server
 from worker.judge import JudgeCall, JudgeClient
 from worker.kafka_errors import classify, is_broker_down
-from worker.metrics import Metrics
+from worker.logs import RepeatThrottle
+from worker.metrics import Metrics, consumer_lag_from_stats, usage_tokens
 from worker.pipeline import Judged, Judges, judge_post
 from worker.policies import Policy
 from worker.publish import DeliveryFailed, Publisher, Undeliverable, producer_config
 from worker.reload import PolicyReloader
+from worker.tracing import Header, bind_trace, select_headers
 from worker.transact import TransactionalOutputs
+from worker.verdict import decide
 from worker.watch import Watch
 
 log = structlog.get_logger("modstream.worker")
@@ -65,6 +70,8 @@ class Consumed:
     key: bytes | None
     value: bytes | None
     started: float
+    # The allow-listed input headers (headers.passthrough), copied onto every derived record.
+    headers: tuple[Header, ...] = ()
 
     @property
     def tp(self) -> TopicPartitionKey:
@@ -75,7 +82,7 @@ class Consumed:
         return SourceRef(topic=self.topic, partition=self.partition, offset=self.offset)
 
     @classmethod
-    def of(cls, msg: Message) -> Consumed:
+    def of(cls, msg: Message, headers: tuple[Header, ...] = ()) -> Consumed:
         return cls(
             str(msg.topic()),
             int(msg.partition() or 0),
@@ -83,6 +90,7 @@ class Consumed:
             msg.key(),
             msg.value(),
             time.perf_counter(),
+            headers,
         )
 
 
@@ -90,8 +98,15 @@ class Worker:
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
+        # Funnel recall from the judge's verdicts on candidates and bypass samples (funnel/recall.py).
+        self.recall = RecallTracker()
         # Owns the policy snapshot; swapped whole on reload (file poll or SIGHUP, see reload.py).
-        self.reloader = PolicyReloader(settings.policies_dir, lambda r: self.metrics.policy_reloads.labels(r).inc())
+        self.reloader = PolicyReloader(
+            settings.policies_dir,
+            lambda r: self.metrics.policy_reloads.labels(r).inc(),
+            languages=settings.languages.config(),
+            use_heads=settings.funnel_heads,
+        )
         self.tracker = OffsetTracker()
         self.flow: FlowControl[Consumed] = FlowControl(
             settings.max_in_flight, settings.max_in_flight_per_partition, pause_grace_s=CAP_GRACE_S
@@ -99,6 +114,9 @@ class Worker:
         self.metrics.in_flight_cap.set(settings.max_in_flight)
         self.judge_clock = JudgeUptimeClock()
         self._consumer_fatal: str | None = None
+        self._error_throttle = RepeatThrottle()
+        self._passthrough = frozenset(settings.headers.passthrough)
+        self._dropped_logged: set[str] = set()  # invalid trace headers: logged once each, then counted
         self._tasks: dict[TopicPartitionKey, set[asyncio.Task[None]]] = defaultdict(set)
         self._paused: set[TopicPartitionKey] = set()
         self._pause_unknown: set[TopicPartitionKey] = set()
@@ -120,6 +138,7 @@ class Worker:
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
             on_error=lambda e: self._on_client_error("consumer", e),
+            on_stats=self._on_consumer_stats,
         )
         producer_settings = producer_config(kafka.bootstrap_servers, dict(kafka.extra))
         if settings.exactly_once:
@@ -236,7 +255,7 @@ class Worker:
             if error is not None:
                 self._on_consume_error(error)
                 continue
-            record = Consumed.of(msg)
+            record = Consumed.of(msg, self._passthrough_headers(msg))
             consumed += 1
             if record.tp not in self.consumer.assigned:
                 # Fetched before a revoke: that partition is someone else's now; never act on it.
@@ -255,6 +274,25 @@ class Worker:
             if self.flow.admit_one(record, self.tracker.in_flight(record.tp) + _count(ready, record.tp)):
                 ready.append(record)
         await self._start(ready)
+
+    def _passthrough_headers(self, msg: Message) -> tuple[Header, ...]:
+        """The input headers on the allow-list; invalid trace headers are dropped and counted."""
+        if not self._passthrough:
+            return ()
+        selected = select_headers(msg.headers(), self._passthrough)
+        for name in selected.dropped:
+            self.metrics.trace_headers_dropped.labels(name).inc()
+            if name not in self._dropped_logged:
+                self._dropped_logged.add(name)
+                log.warning(
+                    "invalid_trace_header_dropped",
+                    header=name,
+                    note="not W3C Trace Context; later ones are only counted (modstream_trace_headers_dropped_total)",
+                    topic=msg.topic(),
+                    partition=msg.partition(),
+                    offset=msg.offset(),
+                )
+        return selected.headers
 
     async def _push_back(self, overflow: dict[TopicPartitionKey, int], count: int) -> bool:
         """Records beyond the worker cap arrived: their partitions were not really paused (our view
@@ -290,6 +328,9 @@ class Worker:
             else:
                 valid.append((record, decoded))
         screened = await self._screen(runtime, valid)
+        count_screened(self.metrics, screened)
+        self.metrics.funnel_heads_stale.set(len(runtime.funnel.stale_heads))
+        bypass_rates = runtime.bypass_rates(self.settings.escalation.bypass_sample_rate)
         multi = self.settings.judge_mode == "multi_policy"
         judges = Judges(
             t1=self._judge_t1,
@@ -305,6 +346,7 @@ class Worker:
                 continue
             for policy_id in result.candidates:
                 self.metrics.funnel_candidates.labels(policy_id).inc()
+            result = with_bypass(result, post.id, bypass_rates)
             judging = partial(judge_post, post, result, runtime, judges, record.source, record.started)
             self._spawn(record, partial(self._judge_and_publish, record, post, judging))
 
@@ -313,14 +355,15 @@ class Worker:
     ) -> list[FunnelResult | Exception]:
         """The funnel for a batch; if it raises, post by post, so one poison post fails alone."""
         texts = [post.text for _, post in valid]
+        langs = [post.lang for _, post in valid]
         try:
-            return list(await screen(runtime, texts))
+            return list(await screen(runtime, texts, langs))
         except Exception:
             log.warning("funnel_batch_failed_screening_one_by_one", batch=len(texts))
         results: list[FunnelResult | Exception] = []
-        for text in texts:
+        for text, lang in zip(texts, langs, strict=True):
             try:
-                results.extend(await screen(runtime, [text]))
+                results.extend(await screen(runtime, [text], [lang]))
             except Exception as exc:
                 results.append(exc)
         return results
@@ -332,15 +375,23 @@ class Worker:
         return self._count_call(await self.t2.judge(policy, post))
 
     async def _judge_many_t1(self, policies: Sequence[Policy], post: Post) -> list[JudgeCall]:
-        return [self._count_call(c) for c in await self.t1.judge_many(policies, post)]
+        return self._count_calls(await self.t1.judge_many(policies, post))
 
     async def _judge_many_t2(self, policies: Sequence[Policy], post: Post) -> list[JudgeCall]:
-        return [self._count_call(c) for c in await self.t2.judge_many(policies, post)]
+        return self._count_calls(await self.t2.judge_many(policies, post))
 
     def _count_call(self, call: JudgeCall) -> JudgeCall:
-        self.metrics.judge_calls.labels(call.tier, call.failure or "ok").inc()
-        self.judge_clock.note_answer()
-        return call
+        return self._count_calls([call])[0]
+
+    def _count_calls(self, calls: list[JudgeCall]) -> list[JudgeCall]:
+        for call in calls:
+            self.metrics.judge_calls.labels(call.tier, call.failure or "ok").inc()
+            self.judge_clock.note_answer()
+        # A multi-policy request's calls share one audit record (one request): count its tokens once.
+        for audit in {id(c.audit): c.audit for c in calls}.values():
+            for kind, tokens in usage_tokens(audit.usage).items():
+                self.metrics.judge_tokens.labels(audit.tier, kind).inc(tokens)
+        return calls
 
     def _judge_retried(self, tier: str, err: str) -> None:
         self.metrics.judge_retries.labels(tier, err).inc()
@@ -371,18 +422,23 @@ class Worker:
     async def _judge_and_publish(
         self, record: Consumed, post: Post, judging: Callable[[], Coroutine[Any, Any, Judged]]
     ) -> None:
+        bind_trace(record.headers)  # this task's judge requests carry the post's trace context
         judged = await self._judge_within_deadline(record, judging)
         verdict = judged.verdict
         key = post.id.encode()
-        sends = [self._deliver(self.settings.topics.actions, key, verdict.model_dump_json().encode())]
+        headers = list(record.headers)
+        sends = [self._deliver(self.settings.topics.actions, key, verdict.model_dump_json().encode(), headers)]
         if judged.audit is not None:
-            sends.append(self._deliver_audit(key, judged.audit.model_dump_json().encode()))
+            sends.append(self._deliver_audit(key, judged.audit.model_dump_json().encode(), headers))
         await asyncio.gather(*sends)
         for reason in judged.escalations:
             self.metrics.escalations.labels(reason).inc()
         for agreement in judged.shadow:
             self.metrics.shadow_agreement.labels(agreement.policy_id, str(agreement.agree).lower()).inc()
         self.metrics.verdicts.labels(verdict.decision, verdict.tier).inc()
+        count_recall(self.metrics, self.recall, verdict.results)
+        for outcome in judged.outcomes:
+            self.metrics.policy_verdicts.labels(outcome.policy.id, decide([outcome]), outcome.deciding.tier).inc()
         self.metrics.post_latency.observe(time.perf_counter() - record.started)
 
     async def _dead_letter(self, record: Consumed, error: DecodeError) -> None:
@@ -392,6 +448,7 @@ class Worker:
             ("source.topic", record.topic.encode()),
             ("source.partition", str(record.partition).encode()),
             ("source.offset", str(record.offset).encode()),
+            *record.headers,
         ]
         try:
             await self._deliver(self.settings.topics.dlq, record.key, record.value, headers)
@@ -407,12 +464,12 @@ class Worker:
         # Post text never goes to the log (only its position and the reason's kind).
         log.info("dead_lettered", error_type=error.type, **record.source.model_dump())
 
-    async def _deliver_audit(self, key: bytes, value: bytes) -> None:
+    async def _deliver_audit(self, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
         try:
-            await self._deliver(self.settings.topics.audit, key, value)
+            await self._deliver(self.settings.topics.audit, key, value, headers)
         except Undeliverable as exc:
             stub = orjson.dumps({"post_id": key.decode(errors="replace"), "error": f"audit record not kept: {exc}"})
-            await self._deliver(self.settings.topics.audit, key, stub)
+            await self._deliver(self.settings.topics.audit, key, stub, headers)
 
     async def _deliver(
         self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None = None
@@ -609,8 +666,7 @@ class Worker:
         started = time.monotonic()
         for key in keys:
             self.metrics.abandoned.labels("revoked_parked").inc(self.flow.drop(key))
-            with contextlib.suppress(KeyError):
-                self.metrics.partition_in_flight.remove(key[0], str(key[1]))
+            self.metrics.forget_partition(*key)
         tasks = {t for key in keys for t in self._tasks.get(key, ())}
         if tasks:
             still = tasks
@@ -657,6 +713,13 @@ class Worker:
             self.transactions.drop(tp)
         log.warning("offset_rewind", topic=tp[0], partition=tp[1], offset=record.offset, cancelled=len(stale))
 
+    def _on_consumer_stats(self, stats: str) -> None:
+        """librdkafka statistics (consumer thread): the lag of each partition this worker owns."""
+        assigned = self.consumer.assigned
+        for (topic, partition), lag in consumer_lag_from_stats(stats).items():
+            if (topic, partition) in assigned:
+                self.metrics.consumer_lag.labels(topic, str(partition)).set(lag)
+
     def _on_consume_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._PARTITION_EOF:
             return
@@ -667,12 +730,19 @@ class Worker:
         restart of a client that hit a fatal error. Never raises: the worker rides out outages."""
         kind = classify(error)
         self.metrics.kafka_errors.labels(client, kind, error.name()).inc()
-        if is_broker_down(error):
-            self.watch.broker_trouble()
         if kind == "fatal" and client == "consumer":
             self._consumer_fatal = f"{error.name()}: {error.str()}"
-        if kind in ("fatal", "config"):
-            log.error("kafka_error", client=client, kind=kind, error=error.name(), reason=error.str())
+        if is_broker_down(error):
+            # Logged once per change of reachability (watch.reachability), not per attempt.
+            self.watch.broker_trouble(client, error.name(), error.str())
+            if kind != "fatal":
+                return
+        # Others (auth, config...) repeat on every reconnect: once a minute per error, with a count.
+        repeated = 0 if kind == "fatal" else self._error_throttle.admit((client, error.name()))
+        if repeated >= 0:
+            level = logging.ERROR if kind in ("fatal", "config") else logging.WARNING
+            fields = {"client": client, "kind": kind, "error": error.name(), "reason": error.str()}
+            log.log(level, "kafka_error", repeated=repeated, **fields)
 
     async def _on_consume_exception(self, exc: KafkaException) -> None:
         error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None

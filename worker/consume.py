@@ -17,8 +17,11 @@ import structlog
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from worker.commit import TopicPartitionKey
+from worker.logs import kafka_logger
 
 log = structlog.get_logger("modstream.consume")
+# How often librdkafka reports statistics (consumer lag per partition) when asked to.
+STATS_INTERVAL_MS = 15000
 T = TypeVar("T")
 
 OnAssign = Callable[[list[TopicPartitionKey]], None]
@@ -70,8 +73,14 @@ class GroupConsumer:
         on_revoke: OnRevoke,
         on_lost: OnLost | None = None,
         on_error: Callable[[KafkaError], None] | None = None,
+        on_stats: Callable[[str], None] | None = None,
     ) -> None:
-        self._config = {**config, "error_cb": self._on_client_error}
+        # librdkafka's log lines go through structlog (worker/logs.py), not straight to stderr.
+        self._config = {**config, "error_cb": self._on_client_error, "logger": kafka_logger("consumer")}
+        if on_stats is not None:
+            # librdkafka's statistics (JSON) every interval, on the consumer thread: per-partition lag.
+            self._config["stats_cb"] = on_stats
+            self._config.setdefault("statistics.interval.ms", STATS_INTERVAL_MS)
         self._topics = list(topics)
         self._on_assign = on_assign
         self._on_revoke = on_revoke
@@ -89,7 +98,8 @@ class GroupConsumer:
 
     def _on_client_error(self, error: KafkaError) -> None:
         self.last_error = error
-        log.warning("consumer_error", error=error.name(), reason=error.str(), fatal=error.fatal())
+        # Debug only: the owner (on_error) logs per change of state, not per failed attempt.
+        log.debug("consumer_error", error=error.name(), reason=error.str(), fatal=error.fatal())
         if self._on_error is not None:
             self._on_error(error)
 

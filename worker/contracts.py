@@ -1,4 +1,4 @@
-"""Message contracts (DESIGN §4): what goes in and out of Kafka, and what a judge must answer.
+"""Message contracts (schemas/, docs/configuration.md): what goes in and out of Kafka, and what a judge must answer.
 
 These models are the single source of truth; `modstream schemas` writes their JSON Schemas
 to `schemas/` so producers and downstream consumers can validate without Python.
@@ -7,9 +7,9 @@ to `schemas/` so producers and downstream consumers can validate without Python.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr
 
 VERDICT_SCHEMA_VERSION = "1"
 
@@ -17,6 +17,17 @@ Decision = Literal["allow", "hide", "review"]
 Tier = Literal["funnel", "t1", "t2"]
 Confidence = Literal["low", "medium", "high"]
 ReasoningEffort = Literal["low", "medium", "high"]
+
+
+def _check_band(value: tuple[float, float]) -> tuple[float, float]:
+    low, high = value
+    if not 0.0 <= low <= high <= 1.0:
+        raise ValueError(f"a p_violation band is [low, high] with 0 <= low <= high <= 1, got {list(value)}")
+    return value
+
+
+# [low, high]: a p_violation strictly inside escalates (`uncertain_probability`); [0.5, 0.5] is empty.
+PViolationBand = Annotated[tuple[float, float], AfterValidator(_check_band)]
 
 
 class ContextTurn(BaseModel):
@@ -62,6 +73,16 @@ class PolicyResult(BaseModel):
     rule_ids: list[str] = Field(default_factory=list)
     confidence: Confidence
     rationale: str
+    # Probability the deciding judge gave its `violation` digit being 1 (from the answer's logprobs);
+    # None when the server returned no logprobs or the digit could not be located.
+    p_violation: float | None = None
+    # The post was too long for the deciding judge's context and was cut (head and tail kept).
+    truncated: bool = False
+    # Bypass sample (docs/funnel.md, "Recall measured in production"): the funnel cleared the post
+    # for this policy and tier 1 judged it anyway, at `sample_rate`, to measure the funnel's
+    # recall. Such a result never changes the decision.
+    sampled: bool = False
+    sample_rate: float | None = None
 
 
 class FunnelSummary(BaseModel):
@@ -116,6 +137,12 @@ class AuditCall(BaseModel):
     error: str | None
     latency_ms: float
     usage: dict[str, Any] | None = None
+    # P(violation digit = 1) from the answer's logprobs; a multi-policy call gives it per policy id
+    # in `p_violations`. None: no logprobs, or no digit found.
+    p_violation: float | None = None
+    p_violations: dict[str, float | None] | None = None
+    # The post was cut to fit the context (the request shows what was sent).
+    truncated: bool = False
 
 
 class AuditRecord(BaseModel):

@@ -3,10 +3,10 @@
 A post whose judging takes longer than `record_deadline_s` is poison for the judge (every call
 about it fails or hangs while other posts get answers): it goes to the DLQ with
 `deadline_exceeded` instead of holding its partition forever. But a judge that is down for
-everyone is not the post's fault: the post waits (DESIGN §6), so the deadline clock only runs
+everyone is not the post's fault: the post waits (docs/judges.md), so the deadline clock only runs
 while the judges answer. The clock advances in ticks; a tick counts as "judges up" when some
 judge call was answered during it, when no judge call failed during it (idle, or one slow
-call), or when the judges' readiness check (`/v1/models`) passes (only poison posts are left,
+call), or when the judges' readiness check (`/health`, `/v1/models`) passes (only poison posts are left,
 failing while the servers are fine). A tick with failures, no answer and failing readiness (an
 outage) does not count. Pure logic.
 """

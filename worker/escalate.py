@@ -1,4 +1,4 @@
-"""Escalate stage: pure rules deciding which tier-1 results tier 2 must re-judge (DESIGN §6),
+"""Escalate stage: pure rules deciding which tier-1 results tier 2 must re-judge (docs/judges.md §2),
 and how tier 2's answer settles a policy (decided, or left to human review)."""
 
 from __future__ import annotations
@@ -13,19 +13,29 @@ from worker.contracts import Confidence, JudgeAnswer
 from worker.judge import JudgeCall
 from worker.policies import Policy
 
-Reason = Literal["low_confidence", "invalid_answer", "severe_category", "funnel_disagreement", "audit_sample"]
+Reason = Literal[
+    "low_confidence", "invalid_answer", "severe_category", "funnel_disagreement", "audit_sample",
+    "uncertain_probability",
+]  # fmt: skip
 REASONS: tuple[Reason, ...] = (
     "low_confidence",
     "invalid_answer",
     "severe_category",
     "funnel_disagreement",
     "audit_sample",
+    "uncertain_probability",
 )
 _CONFIDENCE_RANK: dict[Confidence, int] = {"low": 0, "medium": 1, "high": 2}
 
 
 def below(confidence: Confidence, bar: Confidence) -> bool:
     return _CONFIDENCE_RANK[confidence] < _CONFIDENCE_RANK[bar]
+
+
+def uncertain(p_violation: float | None, band: tuple[float, float]) -> bool:
+    """p_violation strictly inside the band (open interval: [0.5, 0.5] never fires). No p, no opinion."""
+    low, high = band
+    return p_violation is not None and low < p_violation < high
 
 
 def in_audit_sample(post_id: str, policy_id: str, rate: float) -> bool:
@@ -46,6 +56,9 @@ def escalation_reasons(call: JudgeCall, funnel: FunnelResult, post_id: str, rule
         return reasons
     if rules.on_low_confidence and below(answer.confidence, policy.meta.escalation.min_confidence):
         reasons.append("low_confidence")
+    band = policy.meta.escalation.p_violation_band or rules.p_violation_band
+    if rules.on_uncertain_probability and uncertain(call.p_violation, band):
+        reasons.append("uncertain_probability")
     if rules.on_severe and answer.violation == 1 and is_severe(policy, answer):
         reasons.append("severe_category")
     # A shadow policy is screened with its live twin's funnel result (see PolicyRuntime).

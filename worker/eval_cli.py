@@ -172,6 +172,13 @@ def changes_table(changed: list[dict[str, Any]], limit: int = 50) -> Table:
     help="Upper bound on generated tokens per call (small models need a tight one).",
 )
 @click.option(
+    "--logprobs/--no-logprobs",
+    default=True,
+    show_default=True,
+    help="Ask for the answer's logprobs (p_violation, the uncertain_probability escalation). "
+    "llama-cpp-python's server fails such requests: use --no-logprobs there.",
+)
+@click.option(
     "--timeout",
     "timeout_s",
     default=300.0,
@@ -199,6 +206,7 @@ def eval_command(
     compare_dir: Path | None,
     response_format: str,
     max_tokens: int,
+    logprobs: bool,
     timeout_s: float,
     limit: int | None,
 ) -> None:
@@ -208,8 +216,8 @@ def eval_command(
     no funnel), prints a table per policy (confusion counts, escalation and review rates, mean
     latency and tokens) and writes a JSON report. --tier cascade escalates exactly like the
     worker. --compare OLD_DIR evaluates an older version on the same data and lists the posts
-    whose decision changed. Against llama.cpp's server use --response-format json_object and a
-    small --max-tokens.
+    whose decision changed. Against llama.cpp's server use --response-format json_object, a
+    small --max-tokens and --no-logprobs.
     """
     from worker.eval_main import EvalOptions, run_eval
 
@@ -227,6 +235,7 @@ def eval_command(
         compare_dir=compare_dir,
         response_format=response_format,  # type: ignore[arg-type]
         max_tokens=max_tokens,
+        logprobs=logprobs,
         timeout_s=timeout_s,
         limit=limit,
     )

@@ -45,6 +45,8 @@ class EvalOptions:
     max_tokens: int
     timeout_s: float
     limit: int | None
+    # Ask for logprobs (p_violation); llama-cpp-python's server fails such requests (HTTP 500).
+    logprobs: bool = True
 
 
 def _load(directory: Path) -> PolicySet:
@@ -79,6 +81,7 @@ def _tier_settings(cls: type[JudgeTierSettings], url: str, model: str, o: EvalOp
             "max_in_flight": o.concurrency,
             "max_tokens": o.max_tokens,
             "response_format": o.response_format,
+            "logprobs": o.logprobs,
             "retry_max_s": 2.0,
         }
     )

@@ -1,6 +1,6 @@
 """Judge stage: ask gpt-oss-safeguard (vLLM's OpenAI chat completions API) about one post under one policy.
 
-DESIGN §5: the policy is the system message and the post the (last) user message, so every
+docs/judges.md §3: the policy is the system message and the post the (last) user message, so every
 request for one policy version shares a byte-identical prefix and vLLM's prefix cache reuses
 the policy's KV. Effort goes in the top-level `reasoning_effort`. The answer is validated here,
 whatever `response_format` promised. A judge that is unreachable or answers 5xx is not a verdict:
@@ -8,6 +8,8 @@ the call retries (with jittered backoff) until it answers or the caller gives up
 a circuit breaker (worker/breaker.py): endpoints that keep failing are skipped, and a tier whose
 endpoints are all open reports `available() == False`, which pauses consumption in the worker.
 `judge_many` asks about several policies in one request (judge_mode multi_policy, docs/judges.md).
+A post too long for the tier's context is cut before it is sent (worker/budget.py), and the answer's
+logprobs give `p_violation`, the probability of the violation digit (worker/confidence.py).
 """
 
 from __future__ import annotations
@@ -26,10 +28,13 @@ from pydantic import ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, stop_never, wait_random_exponential
 
 from worker.breaker import BreakerState, CircuitBreaker
+from worker.budget import TEMPLATE_OVERHEAD_TOKENS, cut_middle, estimate_tokens, output_cap, plan_budget
+from worker.confidence import p_violation
 from worker.config import JudgeTierSettings
 from worker.contracts import AuditCall, JudgeAnswer, Post
 from worker.multipolicy import multi_prompt, multi_schema
 from worker.policies import Policy
+from worker.tracing import current_trace_headers
 
 log = structlog.get_logger("modstream.judge")
 
@@ -67,6 +72,10 @@ class JudgeCall:
     answer: JudgeAnswer | None
     failure: Failure | None
     audit: AuditCall
+    # P(violation digit = 1) from the answer's logprobs (None: none returned, or no digit found).
+    p_violation: float | None = None
+    # The post was cut to fit the context.
+    truncated: bool = False
 
 
 def user_message(post: Post) -> str:
@@ -77,15 +86,46 @@ def user_message(post: Post) -> str:
     return f"Conversation so far:\n{turns}\n\nContent to classify:\n{post.text}"
 
 
+def fit_user_message(post: Post, budget: int) -> tuple[str, bool]:
+    """The user message cut to `budget` tokens, and whether anything was cut. The post text keeps
+    its head and tail; conversation context, if any, gets at most a third of the budget."""
+    full = user_message(post)
+    if estimate_tokens(full) <= budget:
+        return full, False
+    if not post.context:
+        return cut_middle(post.text, budget), True
+    frame = estimate_tokens("Conversation so far:\n\n\nContent to classify:\n")
+    turns = "\n".join(f"[{turn.role}] {turn.text}" for turn in post.context)
+    turns = cut_middle(turns, min(estimate_tokens(turns), max(budget - frame, 0) // 3))
+    message = ""
+    for slack in (0, 8, 64):  # tokens may merge differently across the joins than apart
+        text = cut_middle(post.text, max(budget - frame - estimate_tokens(turns) - slack, 0))
+        message = f"Conversation so far:\n{turns}\n\nContent to classify:\n{text}"
+        if estimate_tokens(message) <= budget:
+            break
+    return message, True
+
+
 def build_request(policy: Policy, post: Post, settings: JudgeTierSettings) -> dict[str, Any]:
     """The request body. Key order is fixed and `messages` comes last, with the post at the very end,
     so bodies for one policy version are byte-identical up to the post text."""
+    return prepare_request(policy, post, settings)[0]
+
+
+def prepare_request(policy: Policy, post: Post, settings: JudgeTierSettings) -> tuple[dict[str, Any], bool]:
+    """`build_request`, and whether the post had to be cut to fit the context."""
     return _body(policy.prompt, ANSWER_SCHEMA, "policy_verdict", post, settings)
 
 
 def build_multi_request(policies: Sequence[Policy], post: Post, settings: JudgeTierSettings) -> dict[str, Any]:
     """One request for several policies (judge_mode multi_policy); same layout, policy sections in
     the order given (callers pass policy-set order, so one candidate set is one prefix)."""
+    return prepare_multi_request(policies, post, settings)[0]
+
+
+def prepare_multi_request(
+    policies: Sequence[Policy], post: Post, settings: JudgeTierSettings
+) -> tuple[dict[str, Any], bool]:
     prompt = multi_prompt([(p.id, p.prompt) for p in policies])
     schema = multi_schema(ANSWER_SCHEMA, [p.id for p in policies])
     return _body(prompt, schema, "policy_verdicts", post, settings)
@@ -93,24 +133,34 @@ def build_multi_request(policies: Sequence[Policy], post: Post, settings: JudgeT
 
 def _body(
     system: str, schema: dict[str, Any], schema_name: str, post: Post, settings: JudgeTierSettings
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "model": settings.model,
-        "reasoning_effort": settings.reasoning_effort,
-        "max_tokens": settings.max_tokens,
-    }
+) -> tuple[dict[str, Any], bool]:
+    response_format: dict[str, Any] | None = None
     if settings.response_format == "json_schema":
-        body["response_format"] = {
+        response_format = {
             "type": "json_schema",
             "json_schema": {"name": schema_name, "schema": schema, "strict": True},
         }
     elif settings.response_format == "json_object":
-        body["response_format"] = {"type": "json_object", "schema": schema}
+        response_format = {"type": "json_object", "schema": schema}
+    # Counted as prompt in case the server renders the schema into it (harmony can).
+    fixed = TEMPLATE_OVERHEAD_TOKENS + estimate_tokens(system)
+    fixed += estimate_tokens(orjson.dumps(response_format).decode()) if response_format else 0
+    budget = plan_budget(fixed, settings.max_model_len, settings.max_post_tokens, settings.max_tokens)
+    user, truncated = fit_user_message(post, budget.post_tokens)
+    max_tokens = output_cap(budget.max_tokens, settings.max_model_len, fixed + estimate_tokens(user))
+    body: dict[str, Any] = {"model": settings.model, "reasoning_effort": settings.reasoning_effort}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    if response_format is not None:
+        body["response_format"] = response_format
+    if settings.logprobs:
+        body["logprobs"] = True
+        body["top_logprobs"] = settings.top_logprobs
     body["messages"] = [
         {"role": "system", "content": system},
-        {"role": "user", "content": user_message(post)},
+        {"role": "user", "content": user},
     ]
-    return body
+    return body, truncated
 
 
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.IGNORECASE)
@@ -256,6 +306,7 @@ class JudgeClient:
         self._give_up_after_s = give_up_after_s
         self._clock = clock
         self._headers = {"content-type": "application/json"}
+        estimate_tokens("")  # load the tokenizer (~0.5 s, once per process) now, not inside the first call
         if settings.api_key is not None:
             self._headers["authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
 
@@ -273,28 +324,31 @@ class JudgeClient:
             self._on_breaker(endpoint, state)
 
     async def judge(self, policy: Policy, post: Post) -> JudgeCall:
-        body = build_request(policy, post, self.settings)
+        body, truncated = prepare_request(policy, post, self.settings)
         response, endpoint, latency_ms = await self._send(body)
-        content, reasoning, finish_reason, usage, error = _read_completion(response)
-        outcome = parse_answer(content, finish_reason) if error is None else _error_failure(response)
-        audit = self._audit([policy], body, endpoint, latency_ms, content, reasoning, finish_reason, usage, error)
-        return _call(self.tier, policy, outcome, audit)
+        done = _read_completion(response)
+        outcome = parse_answer(done.content, done.finish_reason) if done.error is None else _error_failure(response)
+        p = p_violation(done.logprobs) if isinstance(outcome, JudgeAnswer) else None
+        audit = self._audit([policy], body, endpoint, latency_ms, done, truncated, p, None)
+        return _call(self.tier, policy, outcome, audit, p, truncated)
 
     async def judge_many(self, policies: Sequence[Policy], post: Post) -> list[JudgeCall]:
         """One request for several policies (judge_mode multi_policy); one JudgeCall per policy, all
         sharing the request's audit record. One policy is an ordinary single-policy request."""
         if len(policies) == 1:
             return [await self.judge(policies[0], post)]
-        body = build_multi_request(policies, post, self.settings)
+        body, truncated = prepare_multi_request(policies, post, self.settings)
         response, endpoint, latency_ms = await self._send(body)
-        content, reasoning, finish_reason, usage, error = _read_completion(response)
+        done = _read_completion(response)
         ids = [p.id for p in policies]
-        if error is None:
-            outcomes = parse_multi_answer(content, finish_reason, ids)
+        if done.error is None:
+            outcomes = parse_multi_answer(done.content, done.finish_reason, ids)
         else:
             outcomes = dict.fromkeys(ids, _error_failure(response))
-        audit = self._audit(policies, body, endpoint, latency_ms, content, reasoning, finish_reason, usage, error)
-        return [_call(self.tier, p, outcomes[p.id], audit) for p in policies]
+        ps = {pid: p_violation(done.logprobs, after=pid) if isinstance(outcomes[pid], JudgeAnswer) else None
+              for pid in ids}  # fmt: skip
+        audit = self._audit(policies, body, endpoint, latency_ms, done, truncated, None, ps)
+        return [_call(self.tier, p, outcomes[p.id], audit, ps[p.id], truncated) for p in policies]
 
     async def _send(self, body: dict[str, Any]) -> tuple[httpx.Response, str, float]:
         payload = orjson.dumps(body)
@@ -326,7 +380,8 @@ class JudgeClient:
                 response = await self._http.post(
                     f"{endpoint}/chat/completions",
                     content=payload,
-                    headers=self._headers,
+                    # The post's W3C trace context (traceparent/tracestate), if it came with one.
+                    headers={**self._headers, **current_trace_headers()},
                     timeout=self.settings.timeout_s,
                 )
                 ok = not (response.status_code == 429 or response.status_code >= 500)
@@ -348,11 +403,10 @@ class JudgeClient:
         body: dict[str, Any],
         endpoint: str,
         latency_ms: float,
-        content: str | None,
-        reasoning: str | None,
-        finish_reason: str | None,
-        usage: dict[str, Any] | None,
-        error: str | None,
+        done: Completion,
+        truncated: bool,
+        p: float | None,
+        ps: dict[str, float | None] | None,
     ) -> AuditCall:
         return AuditCall(
             tier=self.tier,
@@ -365,18 +419,34 @@ class JudgeClient:
             endpoint=endpoint,
             reasoning_effort=self.settings.reasoning_effort,
             request=body,
-            reasoning=reasoning,
-            content=content,
-            finish_reason=finish_reason,
-            error=error,
+            reasoning=done.reasoning,
+            content=done.content,
+            finish_reason=done.finish_reason,
+            error=done.error,
             latency_ms=latency_ms,
-            usage=usage,
+            usage=done.usage,
+            p_violation=p,
+            p_violations=ps,
+            truncated=truncated,
         )
 
     async def ready(self) -> bool:
-        """Readiness: every endpoint lists our model on `/v1/models` (vLLM's /health lies after GPU faults)."""
-        results = await asyncio.gather(*(self._lists_model(url) for url in self.settings.base_urls))
+        """Readiness: every endpoint's engine is healthy and serves our model. vLLM's `/health` (at
+        the server root, beside `/v1`) answers 200 while the engine works and 503 once it is dead;
+        `/v1/models` never checks the engine, so it only confirms the model name is served. A 404 on
+        `/health` (an endpoint behind a gateway that does not route it) leaves `/v1/models` to decide."""
+        results = await asyncio.gather(*(self._endpoint_ready(url) for url in self.settings.base_urls))
         return all(results)
+
+    async def _endpoint_ready(self, base_url: str) -> bool:
+        return await self._healthy(base_url) and await self._lists_model(base_url)
+
+    async def _healthy(self, base_url: str) -> bool:
+        try:
+            response = await self._http.get(f"{server_root(base_url)}/health", headers=self._headers, timeout=5.0)
+        except httpx.HTTPError:
+            return False
+        return response.status_code in (200, 404)
 
     async def _lists_model(self, base_url: str) -> bool:
         try:
@@ -389,31 +459,61 @@ class JudgeClient:
             return False
 
 
-def _read_completion(
-    response: httpx.Response,
-) -> tuple[str | None, str | None, str | None, dict[str, Any] | None, str | None]:
-    """(content, reasoning, finish_reason, usage, error) of a chat completion response."""
+def server_root(base_url: str) -> str:
+    """`http://vllm:8000/v1` -> `http://vllm:8000`: vLLM serves /health and /metrics beside /v1."""
+    return base_url.removesuffix("/v1")
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """What the judge client reads from a chat completion response."""
+
+    content: str | None = None
+    reasoning: str | None = None
+    finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+    error: str | None = None
+    # choices[0].logprobs.content: [{token, logprob, bytes, top_logprobs: [...]}, ...]
+    logprobs: list[Any] | None = None
+
+
+def _read_completion(response: httpx.Response) -> Completion:
     if response.status_code != 200:
         # 4xx: the server refused this request (unknown model, prompt too long). No verdict.
-        return None, None, None, None, f"HTTP {response.status_code}: {response.text[:500]}"
+        return Completion(error=f"HTTP {response.status_code}: {response.text[:500]}")
     try:
         data = orjson.loads(response.content)
         choice = data["choices"][0]
         message = choice.get("message") or {}
+        # `reasoning` on current vLLM; `reasoning_content` on servers before vllm#33402.
         reasoning = message.get("reasoning") or message.get("reasoning_content")
-        return message.get("content"), reasoning, choice.get("finish_reason"), data.get("usage"), None
+        logprobs = (choice.get("logprobs") or {}).get("content")
+        return Completion(
+            content=message.get("content"),
+            reasoning=reasoning,
+            finish_reason=choice.get("finish_reason"),
+            usage=data.get("usage"),
+            logprobs=logprobs if isinstance(logprobs, list) else None,
+        )
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError) as exc:
-        return None, None, None, None, f"malformed response body: {type(exc).__name__}: {exc}"
+        return Completion(error=f"malformed response body: {type(exc).__name__}: {exc}")
 
 
 def _error_failure(response: httpx.Response) -> Failure:
     return "rejected" if response.status_code != 200 else "invalid_json"
 
 
-def _call(tier: TierName, policy: Policy, outcome: JudgeAnswer | Failure, audit: AuditCall) -> JudgeCall:
+def _call(
+    tier: TierName,
+    policy: Policy,
+    outcome: JudgeAnswer | Failure,
+    audit: AuditCall,
+    p: float | None = None,
+    truncated: bool = False,
+) -> JudgeCall:
     if isinstance(outcome, JudgeAnswer):
-        return JudgeCall(tier, policy, outcome, None, audit)
-    return JudgeCall(tier, policy, None, outcome, audit)
+        return JudgeCall(tier, policy, outcome, None, audit, p, truncated)
+    return JudgeCall(tier, policy, None, outcome, audit, None, truncated)
 
 
 JudgeFn = Callable[[Policy, Post], Awaitable[JudgeCall]]

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import contextlib
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -20,8 +25,53 @@ class Metrics:
         self.dlq_records = Counter(
             "modstream_dlq_records", "Records sent to the dead-letter topic", ["error_type"], registry=r
         )
+        self.trace_headers_dropped = Counter(
+            "modstream_trace_headers_dropped",
+            "Input traceparent/tracestate headers dropped as invalid (W3C format), per header",
+            ["header"],
+            registry=r,
+        )
         self.funnel_candidates = Counter(
             "modstream_funnel_candidates", "Posts the funnel passed to the judge, per policy", ["policy_id"], registry=r
+        )
+        self.funnel_posts = Counter(
+            "modstream_funnel_posts",
+            "Posts screened, per language (producer's tag or detected; und: no letters) and route "
+            "(judge: a language rule sent it to the judge; allow: every policy exempts the language; else funnel)",
+            ["lang", "route"],
+            registry=r,
+        )
+        self.funnel_heads_stale = Gauge(
+            "modstream_funnel_heads_stale",
+            "Policies with a fitted head that no longer fits (funnel block or model changed since "
+            "`modstream funnel fit`): scored the old way",
+            registry=r,
+        )
+        # Funnel recall measured in production (funnel/recall.py): the judge's verdicts on candidates
+        # and on bypass-sampled cleared posts; estimate ≈ C / (C + S / rate).
+        self.funnel_candidate_violations = Counter(
+            "modstream_funnel_candidate_violations",
+            "Funnel candidates the judge found violating, per policy",
+            ["policy_id"],
+            registry=r,
+        )
+        self.funnel_sampled_violations = Counter(
+            "modstream_funnel_sampled_violations",
+            "Bypass-sampled cleared posts the judge found violating (funnel misses), per policy",
+            ["policy_id"],
+            registry=r,
+        )
+        self.funnel_sampled = Counter(
+            "modstream_funnel_sampled",
+            "Cleared posts the bypass sample sent to tier 1, per policy",
+            ["policy_id"],
+            registry=r,
+        )
+        self.funnel_recall_estimate = Gauge(
+            "modstream_funnel_recall_estimate",
+            "Estimated funnel recall per policy from the bypass sample (this worker's counts since start)",
+            ["policy_id"],
+            registry=r,
         )
         self.judge_latency = Histogram(
             "modstream_judge_latency_seconds",
@@ -61,7 +111,9 @@ class Metrics:
             "modstream_publish_errors", "Delivery failures (each retried)", ["topic", "error"], registry=r
         )
         self.policy_reloads = Counter("modstream_policy_reloads", "Policy directory reloads", ["result"], registry=r)
-        self.ready = Gauge("modstream_ready", "1 when assigned and judges answer /v1/models", registry=r)
+        self.ready = Gauge(
+            "modstream_ready", "1 when assigned and every judge is ready (/health, model listed)", registry=r
+        )
         self.judge_breaker_state = Gauge(
             "modstream_judge_breaker_state",
             "Circuit breaker of one judge endpoint: 0 closed, 1 half-open (probing), 2 open (skipped)",
@@ -106,3 +158,71 @@ class Metrics:
             "modstream_kafka_errors", "Kafka client errors by class and name", ["client", "class", "error"], registry=r
         )
         self.broker_up = Gauge("modstream_broker_reachable", "1 when the last broker probe succeeded", registry=r)
+        # ---- operations: dashboards and alerts (docs/operations.md) ----
+        self.policy_verdicts = Counter(
+            "modstream_policy_verdicts",
+            "How each live policy ended for each judged post: hide (a decided violation), review "
+            "(unresolved), allow; tier is the deciding judge's",
+            ["policy_id", "decision", "tier"],
+            registry=r,
+        )
+        self.judge_tokens = Counter(
+            "modstream_judge_tokens",
+            "Tokens of judge calls as the server reported them (usage): prompt, completion, cached_prompt",
+            ["tier", "kind"],
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "modstream_consumer_lag_records",
+            "Records of an assigned partition after its committed offset (librdkafka statistics: "
+            "high watermark minus committed offset; refreshed every 15 s)",
+            ["topic", "partition"],
+            registry=r,
+        )
+        # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds... (Linux /proc).
+        ProcessCollector(registry=r)
+
+    def forget_partition(self, topic: str, partition: int) -> None:
+        """Drop a partition's series once it is revoked or lost, so they do not go stale (the
+        next owner reports them)."""
+        for gauge in (self.commit_lag, self.partition_in_flight, self.consumer_lag):
+            with contextlib.suppress(KeyError):
+                gauge.remove(topic, str(partition))
+
+
+def usage_tokens(usage: Mapping[str, Any] | None) -> dict[str, int]:
+    """Token counts of an OpenAI-style `usage` object by kind (missing or malformed fields: none)."""
+    if not isinstance(usage, Mapping):
+        return {}
+    out: dict[str, int] = {}
+    for kind, field in (("prompt", "prompt_tokens"), ("completion", "completion_tokens")):
+        value = usage.get(field)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            out[kind] = value
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, Mapping) else None
+    if isinstance(cached, int) and not isinstance(cached, bool) and cached > 0:
+        out["cached_prompt"] = cached
+    return out
+
+
+def consumer_lag_from_stats(stats: str | bytes) -> dict[tuple[str, int], int]:
+    """Per-partition consumer lag from librdkafka's statistics JSON (`topics.*.partitions.*.
+    consumer_lag`); partitions with an unknown lag (-1) and the internal partition -1 are left out."""
+    try:
+        data = orjson.loads(stats)
+    except orjson.JSONDecodeError:
+        return {}
+    out: dict[tuple[str, int], int] = {}
+    topics = data.get("topics") if isinstance(data, dict) else None
+    for topic, entry in (topics or {}).items():
+        partitions = entry.get("partitions") if isinstance(entry, dict) else None
+        for key, partition in (partitions or {}).items():
+            lag = partition.get("consumer_lag") if isinstance(partition, dict) else None
+            if not isinstance(lag, int) or lag < 0 or key == "-1":
+                continue
+            try:
+                out[(str(topic), int(key))] = lag
+            except ValueError:
+                continue
+    return out

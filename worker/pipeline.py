@@ -28,6 +28,8 @@ class Judged:
     calls: list[JudgeCall]
     escalations: list[Reason]
     shadow: list[ShadowAgreement] = field(default_factory=list)
+    # How each live policy ended (per-policy verdict metrics).
+    outcomes: list[PolicyOutcome] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +65,11 @@ async def judge_post(
 ) -> Judged:
     """`started` is the perf_counter time the post was consumed (verdict latency counts from there)."""
     candidates = runtime.candidates(screened)
-    t1_calls = await ask(judges.t1, judges.t1_many, candidates, post)
+    # Bypass sample (docs/funnel.md): cleared policies judged by tier 1 anyway, to measure recall.
+    bypass = runtime.sampled(screened)
+    t1_calls, sampled_calls = await asyncio.gather(
+        ask(judges.t1, judges.t1_many, candidates, post), asyncio.gather(*(judges.t1(p, post) for p in bypass))
+    )
     reasons = [escalation_reasons(call, screened, post.id, judges.rules) for call in t1_calls]
     escalated = [call.policy for call, why in zip(t1_calls, reasons, strict=True) if why]
     t2_calls = await ask(judges.t2, judges.t2_many, escalated, post)
@@ -73,7 +79,9 @@ async def judge_post(
         for call, why in zip(t1_calls, reasons, strict=True)
     ]
     live: list[PolicyOutcome] = [o for o in outcomes if not o.policy.meta.shadow]
-    verdict = assemble_verdict(post.id, live, screened, source, (time.perf_counter() - started) * 1000)
-    calls = [*t1_calls, *t2_calls]
+    rates = runtime.bypass_rates(judges.rules.bypass_sample_rate)
+    sampled = [(PolicyOutcome(c.policy, c), rates[c.policy.id]) for c in sampled_calls]
+    verdict = assemble_verdict(post.id, live, screened, source, (time.perf_counter() - started) * 1000, sampled)
+    calls = [*t1_calls, *t2_calls, *sampled_calls]
     audit = assemble_audit(verdict, calls) if calls else None
-    return Judged(verdict, audit, calls, [r for why in reasons for r in why], shadow_agreement(outcomes))
+    return Judged(verdict, audit, calls, [r for why in reasons for r in why], shadow_agreement(outcomes), outcomes=live)

@@ -1,4 +1,4 @@
-"""Policy files (DESIGN §8): Markdown with YAML front matter, one policy per file.
+"""Policy files (docs/writing-policies.md): Markdown with YAML front matter, one policy per file.
 
 The body is the prompt sent to the judge as the system message, byte for byte; the front
 matter carries the funnel hints and escalation knobs. `version` is a hash of the whole file,
@@ -8,16 +8,18 @@ so any edit (prompt or hints) yields a new version that is stamped on every verd
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from worker.contracts import Confidence
+from worker.contracts import Confidence, PViolationBand
 
 Severity = Literal["low", "medium", "high", "severe"]
+LanguageRoute = Literal["judge", "funnel", "allow"]
 FRONT_MATTER_FENCE = "---"
 
 
@@ -29,12 +31,18 @@ class FunnelHints(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     keywords: list[str] = Field(default_factory=list)
+    # Keywords in other languages ({"es": [...], "ru": [...]}), matched on every post like
+    # `keywords` (same normaliser); see docs/funnel.md, "Languages".
+    keywords_by_lang: dict[str, list[str]] = Field(default_factory=dict)
     patterns: list[str] = Field(default_factory=list)
     exemplars: list[str] = Field(default_factory=list)
     # Score at or above which a post becomes a judge candidate for this policy.
     threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     # Score at or above which the funnel is "very sure" (a tier-1 "safe" then escalates).
     very_sure: float = Field(default=0.95, ge=0.0, le=1.0)
+    # Share of the posts the funnel clears for this policy that tier 1 judges anyway (funnel
+    # recall measured in production); unset: the worker's `escalation.bypass_sample_rate`.
+    bypass_sample_rate: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
 class EscalationHints(BaseModel):
@@ -44,6 +52,9 @@ class EscalationHints(BaseModel):
     min_confidence: Confidence = "high"
     # Categories whose "violation" must be confirmed by tier 2 before it hides anything.
     severe_categories: list[str] = Field(default_factory=list)
+    # [low, high]: a tier-1 p_violation strictly inside escalates (`uncertain_probability`); unset =
+    # the worker's `escalation.p_violation_band`; [0.5, 0.5] turns it off for this policy.
+    p_violation_band: PViolationBand | None = None
 
 
 class PolicyFrontMatter(BaseModel):
@@ -58,7 +69,19 @@ class PolicyFrontMatter(BaseModel):
     # with its twin's candidates, and agreement with the twin is counted per post.
     shadow_of: str | None = None
     funnel: FunnelHints = Field(default_factory=FunnelHints)
+    # Per language (ISO 639 code) or `default` (languages the funnel cannot read): `judge` (a
+    # candidate whatever the funnel's score), `funnel` (the funnel decides) or `allow` (never a
+    # candidate). Unlisted: readable languages `funnel`, others `default` (itself `judge`).
+    languages: dict[str, LanguageRoute] = Field(default_factory=dict)
     escalation: EscalationHints = Field(default_factory=EscalationHints)
+
+    @field_validator("languages")
+    @classmethod
+    def _language_keys(cls, value: dict[str, LanguageRoute]) -> dict[str, LanguageRoute]:
+        bad = [key for key in value if not re.fullmatch(r"[a-z]{2,3}|default", key)]
+        if bad:
+            raise ValueError(f"language keys must be 2-3 letter ISO 639 codes or 'default', not {bad}")
+        return value
 
     @model_validator(mode="after")
     def _shadow_of_needs_shadow(self) -> PolicyFrontMatter:

@@ -21,6 +21,8 @@ from typing import Any
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from worker.logs import kafka_logger
+
 log = structlog.get_logger("modstream.publish")
 
 Headers = Sequence[tuple[str, bytes]]
@@ -59,7 +61,8 @@ class Publisher:
         on_error: Callable[[KafkaError], None] | None = None,
         on_restart: Callable[[], None] | None = None,
     ) -> None:
-        self._config = {**config, "error_cb": self._on_client_error}
+        # librdkafka's log lines go through structlog (worker/logs.py), not straight to stderr.
+        self._config = {**config, "error_cb": self._on_client_error, "logger": kafka_logger("producer")}
         self._on_error = on_error
         self._on_restart = on_restart
         # Exactly-once mode: a transactional producer (outputs go through commit_batch()).
@@ -96,7 +99,8 @@ class Publisher:
                 log.warning("producer_poll_failed", error=f"{type(exc).__name__}: {exc}")
 
     def _on_client_error(self, error: KafkaError) -> None:
-        log.warning("producer_error", error=error.name(), reason=error.str(), fatal=error.fatal())
+        # Debug only: the owner (on_error) logs per change of state, not per failed attempt.
+        log.debug("producer_error", error=error.name(), reason=error.str(), fatal=error.fatal())
         if self._on_error is not None:
             self._on_error(error)
 

@@ -23,6 +23,9 @@ from typing import Literal
 import structlog
 
 from funnel import SIDECAR_NAME
+from funnel.core import DEFAULT_LANGUAGES
+from funnel.heads import HEADS_NAME
+from funnel.language import LanguageConfig
 from worker.funnel import PolicyRuntime
 from worker.policies import PolicyError, files_fingerprint, load_policy_files, read_policy_files
 
@@ -31,32 +34,49 @@ log = structlog.get_logger("modstream.reload")
 ReloadResult = Literal["ok", "error", "unchanged"]
 
 
-def build_runtime(directory: Path, files: dict[Path, bytes]) -> PolicyRuntime:
-    return PolicyRuntime.build(load_policy_files(directory, files))
+def build_runtime(
+    directory: Path,
+    files: dict[Path, bytes],
+    languages: LanguageConfig | None = DEFAULT_LANGUAGES,
+    use_heads: bool = False,
+) -> PolicyRuntime:
+    return PolicyRuntime.build(load_policy_files(directory, files), languages, use_heads)
 
 
 def read_watched(directory: Path) -> tuple[dict[Path, bytes], str]:
     """The policy files and the fingerprint of everything a runtime is built from: the policy files
-    and the funnel's calibrated-thresholds sidecar (`modstream funnel calibrate` writes it)."""
+    and the funnel's sidecars (calibrated thresholds, fitted heads)."""
     files = read_policy_files(directory)
-    sidecar = directory / SIDECAR_NAME
-    try:
-        extra = {sidecar: sidecar.read_bytes()}
-    except FileNotFoundError:
-        extra = {}
-    except OSError as exc:
-        raise PolicyError(f"cannot read {sidecar}: {exc.strerror}") from exc
+    extra: dict[Path, bytes] = {}
+    # The funnel's sidecars: calibrated thresholds and fitted heads (`modstream funnel fit`).
+    for sidecar in (directory / SIDECAR_NAME, directory / HEADS_NAME):
+        try:
+            extra[sidecar] = sidecar.read_bytes()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise PolicyError(f"cannot read {sidecar}: {exc.strerror}") from exc
     return files, files_fingerprint({**files, **extra})
 
 
 class PolicyReloader:
     """Owns the current PolicyRuntime of one policy directory."""
 
-    def __init__(self, directory: Path, count: Callable[[ReloadResult], None] | None = None) -> None:
-        """Loads the directory now: a broken directory at start-up is a start-up error (PolicyError)."""
+    def __init__(
+        self,
+        directory: Path,
+        count: Callable[[ReloadResult], None] | None = None,
+        languages: LanguageConfig | None = DEFAULT_LANGUAGES,
+        use_heads: bool = False,
+    ) -> None:
+        """Loads the directory now: a broken directory at start-up is a start-up error (PolicyError).
+        `languages`: the project's language settings for every funnel built (None: no language step);
+        `use_heads`: score with the directory's fitted heads (Settings.funnel_heads)."""
         self.directory = directory
+        self.languages = languages
+        self.use_heads = use_heads
         files, self._seen = read_watched(directory)
-        self.runtime = build_runtime(directory, files)
+        self.runtime = build_runtime(directory, files, languages, use_heads)
         self._serving = self._seen  # fingerprint of what `runtime` was built from
         self._count = count
         self._wake = asyncio.Event()
@@ -88,7 +108,7 @@ class PolicyReloader:
         # Remember what we tried even if it fails: one error per broken edit, not one per poll.
         self._seen = fingerprint
         try:
-            runtime = await asyncio.to_thread(build_runtime, self.directory, files)
+            runtime = await asyncio.to_thread(build_runtime, self.directory, files, self.languages, self.use_heads)
         except Exception as exc:  # PolicyError, a funnel pattern that does not compile, ...
             return self._failed(f"{type(exc).__name__}: {exc}", fingerprint)
         old = self.runtime.policies

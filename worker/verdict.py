@@ -41,6 +41,7 @@ def policy_result(outcome: PolicyOutcome) -> PolicyResult:
             violation=False,
             confidence="low",
             rationale=f"no valid answer from {outcome.deciding.tier} ({failure}); sent to human review",
+            truncated=outcome.deciding.truncated,
         )
     return PolicyResult(
         policy_id=policy.id,
@@ -50,6 +51,8 @@ def policy_result(outcome: PolicyOutcome) -> PolicyResult:
         rule_ids=answer.rule_ids,
         confidence=answer.confidence,
         rationale=answer.rationale[:500],
+        p_violation=None if outcome.deciding.p_violation is None else round(outcome.deciding.p_violation, 4),
+        truncated=outcome.deciding.truncated,
     )
 
 
@@ -68,8 +71,11 @@ def assemble_verdict(
     funnel: FunnelResult,
     source: SourceRef,
     latency_ms: float,
+    sampled: Sequence[tuple[PolicyOutcome, float]] = (),
 ) -> Verdict:
-    """Shadow policies must already be filtered out: they never change the decision."""
+    """Shadow policies must already be filtered out: they never change the decision. `sampled`:
+    bypass-sampled tier-1 outcomes with their sampling rate; listed with `sampled: true`, never
+    part of the decision or the tier."""
     calls = [o.deciding for o in outcomes]
     tier: Tier = "funnel"
     if calls:
@@ -79,7 +85,10 @@ def assemble_verdict(
     return Verdict(
         post_id=post_id,
         decision=decide(outcomes),
-        results=[policy_result(o) for o in outcomes],
+        results=[
+            *(policy_result(o) for o in outcomes),
+            *(policy_result(o).model_copy(update={"sampled": True, "sample_rate": rate}) for o, rate in sampled),
+        ],
         tier=tier,
         model=top.audit.model if top else None,
         reasoning_effort=top.audit.reasoning_effort if top else None,

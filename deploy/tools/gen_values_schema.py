@@ -62,10 +62,14 @@ OVERRIDES: dict[tuple[str, ...], dict[str, Any]] = {
         "type": "string",
         "enum": ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN", "OAUTHBEARER", "GSSAPI"],
     },
-    ("keda", "offsetResetPolicy"): {"type": "string", "enum": ["latest", "earliest"]},
+    ("keda", "offsetResetPolicy"): {"type": "string", "enum": ["", "latest", "earliest"]},
+    ("keda", "fallback", "replicas"): {"type": "integer", "minimum": 0},
+    ("keda", "fallback", "failureThreshold"): {"type": "integer", "minimum": 1},
+    ("vllm", "runtimeClassName"): {"type": "string"},
     ("worker", "drainTimeoutS"): {"type": "number", "exclusiveMinimum": 0},
     ("judges", "t1", "timeoutS"): {"type": "number", "exclusiveMinimum": 0},
     ("judges", "t2", "timeoutS"): {"type": "number", "exclusiveMinimum": 0},
+    ("worker", "maxInFlight"): {"type": ["integer", "null"], "minimum": 1},
     ("vllm", "shmSize"): {"type": ["string", "integer"]},
     ("vllm", "hfCache", "sizeT1"): {"type": "string"},
     ("vllm", "hfCache", "sizeT2"): {"type": "string"},
@@ -77,7 +81,7 @@ OVERRIDES: dict[tuple[str, ...], dict[str, Any]] = {
 }
 for t in ("t1", "t2"):
     OVERRIDES[("vllm", t, "gpuMemoryUtilization")] = {"type": "number", "exclusiveMinimum": 0, "maximum": 1}
-    for k in ("maxNumSeqs", "maxModelLen", "tensorParallelSize"):
+    for k in ("maxNumSeqs", "maxModelLen", "tensorParallelSize", "maxNumBatchedTokens"):
         OVERRIDES[("vllm", t, k)] = {"type": "integer", "minimum": 1}
     OVERRIDES[("vllm", t, "replicaCount")] = {"type": "integer", "minimum": 0}
     OVERRIDES[("vllm", t, "extraArgs")] = {"type": "array", "items": {"type": "string"}}
@@ -120,6 +124,9 @@ def build() -> str:
         "title": "modstream chart values",
         **walk(values, ()),
     }
+    # Helm passes `global` to every chart used as a subchart (umbrella charts, Argo CD
+    # app-of-apps): accept it, whatever it holds.
+    schema["properties"]["global"] = {"type": "object", "description": "Helm's global values (subchart use)."}
     return json.dumps(schema, indent=2) + "\n"
 
 

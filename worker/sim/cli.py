@@ -43,7 +43,7 @@ def _default(name: str) -> Any:
     type=int,
     default=_default("max_model_len"),
     show_default=True,
-    help="Context length in tokens (words): prompt + max_tokens beyond it is a 400, like vLLM.",
+    help="Context length in o200k tokens: prompt + max_tokens beyond it is a 400, like vLLM.",
 )
 @click.option(
     "--speed",
@@ -64,7 +64,14 @@ def _default(name: str) -> Any:
     type=float,
     default=_default("decode_ms_per_token"),
     show_default=True,
-    help="Decode cost per generated token, reasoning included (so higher effort is slower).",
+    help="Decode cost per generated token of a lone request, reasoning included (so higher effort is slower).",
+)
+@click.option(
+    "--decode-batch-slowdown",
+    type=float,
+    default=_default("decode_batch_slowdown"),
+    show_default=True,
+    help="k in: per-token decode time x (1 + k x running / max-num-seqs). 0 = batch size does not matter.",
 )
 @click.option(
     "--seed",
@@ -85,7 +92,7 @@ def _default(name: str) -> Any:
     type=int,
     default=_default("block_size"),
     show_default=True,
-    help="Prefix-cache block size in tokens; only full blocks are cached, as in vLLM.",
+    help="KV/prefix-cache block size in tokens; only full blocks are cached, as in vLLM.",
 )
 @click.option(
     "--request-log-size",
@@ -93,6 +100,13 @@ def _default(name: str) -> Any:
     default=_default("request_log_size"),
     show_default=True,
     help="How many raw request bodies GET /sim/requests keeps.",
+)
+@click.option(
+    "--logprobs-scope",
+    type=click.Choice(["content", "all"]),
+    default=_default("logprobs_scope"),
+    show_default=True,
+    help='Tokens `logprobs: true` covers: "all" as vLLM (headers and analysis too), or the final content only.',
 )
 @click.option(
     "--fail-5xx-rate",
@@ -143,7 +157,19 @@ def _default(name: str) -> Any:
     show_default=True,
     help='Fraction whose content is "" (reasoning only, finish_reason stop).',
 )
-@click.option("--outage", is_flag=True, help="Start in an outage: completions and /v1/models answer 503.")
+@click.option(
+    "--unenforced-rate",
+    type=float,
+    default=_default("unenforced_rate"),
+    show_default=True,
+    help="Fraction whose response_format is not enforced (vLLM #23120): valid JSON that fails the schema.",
+)
+@click.option("--outage", is_flag=True, help="Start in an outage: completions, /v1/models and /health answer 503.")
+@click.option(
+    "--engine-dead",
+    is_flag=True,
+    help="Start with a dead engine: /health 503, completions 500, /v1/models still 200 (as vLLM).",
+)
 def sim_vllm(**options: Any) -> None:  # fmt: skip
     """Serve a simulated vLLM (gpt-oss-safeguard) on the OpenAI-compatible API.
 

@@ -7,7 +7,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DEFAULT_MODEL = "openai/gpt-oss-safeguard-20b"
-FAULT_RATE_FIELDS = ("fail_5xx_rate", "timeout_rate", "truncate_rate", "invalid_json_rate", "empty_rate")
+FAULT_RATE_FIELDS = (
+    "fail_5xx_rate", "timeout_rate", "truncate_rate", "invalid_json_rate", "empty_rate", "unenforced_rate",
+)  # fmt: skip
 
 
 class FaultSettings(BaseModel):
@@ -20,12 +22,17 @@ class FaultSettings(BaseModel):
     truncate_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     invalid_json_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     empty_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    # response_format json_schema given, but not enforced (vLLM #23120): valid JSON that fails the schema.
+    unenforced_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     # How long a "timeout" request is held before the server gives up on it.
     timeout_hold_s: float = Field(default=60.0, ge=0.0)
     # After the hold: "drop" closes the connection without a response, "answer" replies late.
     timeout_then: Literal["drop", "answer"] = "drop"
-    # Outage: /v1/chat/completions and /v1/models answer 503 (/health stays 200, as vLLM's does).
+    # Outage of the whole server (as a gateway with no healthy backend shows it): completions,
+    # /v1/models and /health answer 503.
     outage: bool = False
+    # vLLM's engine died (EngineDeadError): /health 503, completions 500, /v1/models still 200.
+    engine_dead: bool = False
 
     @model_validator(mode="after")
     def _rates_fit(self) -> FaultSettings:
@@ -48,11 +55,16 @@ class SimConfig(FaultSettings):
     speed: float = Field(default=1.0, ge=0.0)
     prefill_ms_per_token: float = Field(default=0.02, ge=0.0)
     decode_ms_per_token: float = Field(default=0.2, ge=0.0)
+    # Per-token decode time grows with the batch: x (1 + decode_batch_slowdown x running / max_num_seqs).
+    decode_batch_slowdown: float = Field(default=1.0, ge=0.0)
     seed: int = 0
     # KV cache size in tokens: bounds the prefix cache (LRU) and is the denominator of kv_cache_usage_perc.
     kv_cache_tokens: int = Field(default=262_144, ge=16)
-    block_size: int = Field(default=16, ge=1)
+    block_size: int = Field(default=128, ge=1)
     request_log_size: int = Field(default=5000, ge=0)
+    # Which completion tokens `logprobs: true` covers: "all" as vLLM (headers, analysis, content,
+    # <|return|>), or "content" (the final answer only: ~10x smaller responses for load tests).
+    logprobs_scope: Literal["content", "all"] = "content"
 
     def fault_settings(self) -> FaultSettings:
         return FaultSettings.model_validate(self.model_dump(include=set(FaultSettings.model_fields)))

@@ -7,7 +7,7 @@ in one process do not share series and POST /sim/reset resets what Prometheus se
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -17,10 +17,10 @@ from .engine import LATENCY_BUCKETS, Stats
 
 
 class VllmMetricsCollector(Collector):
-    def __init__(self, stats: Stats, model: str, kv_cache_tokens: int) -> None:
+    def __init__(self, stats: Stats, model: str, kv_usage: Callable[[], float]) -> None:
         self._stats = stats
         self._model = model
-        self._kv_cache_tokens = kv_cache_tokens
+        self._kv_usage = kv_usage
 
     def collect(self) -> Iterable[Metric]:
         s = self._stats
@@ -42,7 +42,7 @@ class VllmMetricsCollector(Collector):
         yield gauge(
             "vllm:kv_cache_usage_perc",
             "KV-cache usage. 1 means 100 percent usage.",
-            min(1.0, s.running_tokens / self._kv_cache_tokens),
+            self._kv_usage(),
         )
         yield counter("vllm:prefix_cache_queries", "Prefix cache queries, in terms of tokens.", s.prefix_cache_queries)
         yield counter("vllm:prefix_cache_hits", "Prefix cache hits, in terms of tokens.", s.prefix_cache_hits)
@@ -71,7 +71,7 @@ class VllmMetricsCollector(Collector):
         yield hist
 
 
-def build_registry(stats: Stats, model: str, kv_cache_tokens: int) -> CollectorRegistry:
+def build_registry(stats: Stats, model: str, kv_usage: Callable[[], float]) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(VllmMetricsCollector(stats, model, kv_cache_tokens))
+    registry.register(VllmMetricsCollector(stats, model, kv_usage))
     return registry

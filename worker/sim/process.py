@@ -95,7 +95,8 @@ class SimulatorProcess:
         return self
 
     def _wait_ready(self) -> None:
-        # Readiness is /v1/models, as for real vLLM; started in an outage it answers 503 by design.
+        # "Serving" = /v1/models answers: it never asks the engine, so a simulator started with a dead
+        # engine (/health 503) is up too; started in an outage it answers 503 by design.
         ready_statuses = {503} if self.options.get("outage") else {200}
         deadline = time.monotonic() + self.startup_timeout_s
         assert self._proc is not None
@@ -160,6 +161,14 @@ class SimulatorProcess:
         response = self._client.get("/sim/requests", params=params)
         response.raise_for_status()
         result: list[dict[str, Any]] = response.json()
+        return result
+
+    def request_headers(self, limit: int | None = None) -> list[dict[str, str]]:
+        """GET /sim/request_headers: the HTTP headers of the logged requests, oldest first."""
+        params = {"limit": limit} if limit is not None else None
+        response = self._client.get("/sim/request_headers", params=params)
+        response.raise_for_status()
+        result: list[dict[str, str]] = response.json()
         return result
 
     def metrics(self) -> str:

@@ -59,12 +59,16 @@ class ChatRequest(BaseModel):
     n: int | None = Field(default=None, ge=1)
     stream: bool | None = None
     seed: int | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)  # vLLM's default --max-logprobs is 20
 
     @model_validator(mode="after")
     def _has_user_message(self) -> ChatRequest:
         # A judge call always carries the post as a user message; anything else is a client bug.
         if not any(m.role == "user" for m in self.messages):
             raise ValueError("messages must include a user message (the content to classify)")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("when using `top_logprobs`, `logprobs` must be set to true")  # vLLM's message
         return self
 
     def policy_text(self) -> str:
@@ -105,7 +109,9 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def completion_body(model: str, outcome: Outcome, prompt_tokens: int, cached_tokens: int) -> dict[str, Any]:
+def completion_body(
+    model: str, outcome: Outcome, prompt_tokens: int, cached_tokens: int, logprobs: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """A non-streaming chat.completion as vLLM returns it for gpt-oss (--reasoning-parser openai_gptoss)."""
     completion_tokens = outcome.completion_tokens
     return {
@@ -125,7 +131,7 @@ def completion_body(model: str, outcome: Outcome, prompt_tokens: int, cached_tok
                     "refusal": None,
                     "tool_calls": [],
                 },
-                "logprobs": None,
+                "logprobs": logprobs,
                 "finish_reason": outcome.finish_reason,
                 "stop_reason": None,
             }
@@ -134,6 +140,7 @@ def completion_body(model: str, outcome: Outcome, prompt_tokens: int, cached_tok
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
+            "completion_tokens_details": {"reasoning_tokens": outcome.reasoning_tokens},
             "prompt_tokens_details": {"cached_tokens": cached_tokens},
         },
         "system_fingerprint": None,

@@ -17,10 +17,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from .config import FaultSettings, SimConfig
-from .engine import PrefixCache, Stats, draw_fault, render_prompt, service_seconds
+from .engine import KvBlocks, LatencyModel, PrefixCache, Stats, draw_fault, prompt_token_ids
+from .logprobs import chat_logprobs
 from .metrics import build_registry
 from .protocol import ChatRequest, completion_body, describe_validation_error, error_body
-from .script import DirectiveError, script
+from .script import DirectiveError, Outcome, script
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -36,28 +37,48 @@ class Simulator:
         self.rng = random.Random(config.seed)
         self.stats = Stats()
         self.cache = PrefixCache(config.kv_cache_tokens // config.block_size, config.block_size)
+        self.kv = KvBlocks(config.kv_cache_tokens // config.block_size, config.block_size)
+        self.latency = LatencyModel(
+            prefill_ms_per_token=config.prefill_ms_per_token,
+            decode_ms_per_token=config.decode_ms_per_token,
+            batch_slowdown=config.decode_batch_slowdown,
+            max_num_seqs=config.max_num_seqs,
+            speed=config.speed,
+        )
         self.request_log: deque[Any] = deque(maxlen=config.request_log_size)
+        # The HTTP headers of the same requests (names lower-cased, credentials redacted).
+        self.header_log: deque[dict[str, str]] = deque(maxlen=config.request_log_size)
         # asyncio.Semaphore wakes waiters in FIFO order: vLLM's scheduler is first-come-first-served.
         self.slots = asyncio.Semaphore(config.max_num_seqs)
-        self.registry = build_registry(self.stats, config.served_model_name, config.kv_cache_tokens)
+        self.registry = build_registry(self.stats, config.served_model_name, self.kv.usage)
+        # Load the o200k vocabulary (a second or two) before the port opens, not in the first request.
+        prompt_token_ids([("user", "warm-up")], "low")
 
     def _error(self, status: int, message: str, param: str | None = None) -> web.Response:
         self.stats.by_status[str(status)] += 1
         return _json(error_body(status, message, param), status=status)
 
     def _unavailable(self) -> web.Response:
-        return self._error(503, 'The simulated engine is in an outage (POST /sim/faults {"outage": false}).')
+        return self._error(503, 'The simulated server is in an outage (POST /sim/faults {"outage": false}).')
+
+    def _engine_dead(self) -> web.Response:
+        # vLLM's handler for EngineDeadError answers a bare 500 (no JSON body).
+        self.stats.by_status["500"] += 1
+        return web.Response(status=500)
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         arrived = time.monotonic()
         self.stats.requests += 1
         if self.faults.outage:
             return self._unavailable()
+        if self.faults.engine_dead:
+            return self._engine_dead()
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError as exc:
             return self._error(400, f"request body is not valid JSON: {exc}")
         self.request_log.append(body)
+        self.header_log.append(_logged_headers(request))
         if not isinstance(body, dict):
             return self._error(400, "request body must be a JSON object")
         try:
@@ -72,7 +93,7 @@ class Simulator:
             return self._error(400, "n > 1 is not supported by the simulator", "n")
         effort = req.reasoning_effort or "medium"
         messages = [(m.role, m.text()) for m in req.messages]
-        prompt = render_prompt(messages, effort).split()
+        prompt = prompt_token_ids(messages, effort)
         limit = req.output_limit()
         room = self.config.max_model_len - len(prompt)
         if room <= 0 or (limit is not None and limit > room):
@@ -88,6 +109,7 @@ class Simulator:
             outcome = script(
                 req.policy_text(), req.post_text(), effort, self.config.seed,
                 rate_fault=fault, max_tokens=limit if limit is not None else room,
+                response_format=req.response_format.type if req.response_format else None,
             )  # fmt: skip
         except DirectiveError as exc:
             return self._error(400, f"invalid [[sim: ...]] directive: {exc}")
@@ -100,7 +122,7 @@ class Simulator:
         try:
             if outcome.fault == "timeout":
                 await self._hold(request)
-            hit = await self._run(prompt, outcome.completion_tokens, outcome.delay_ms)
+            hit = await self._run(prompt, outcome, outcome.delay_ms)
         except asyncio.CancelledError:
             if not request.get("sim_dropped"):
                 self.stats.by_status["cancelled"] += 1  # the client went away (handler_cancellation)
@@ -109,7 +131,12 @@ class Simulator:
         self.stats.observe_success(
             outcome.finish_reason, len(prompt), outcome.completion_tokens, time.monotonic() - arrived
         )
-        return _json(completion_body(self.config.served_model_name, outcome, len(prompt), hit))
+        logprobs = (
+            chat_logprobs(outcome, req.top_logprobs or 0, self.config.seed, self.config.logprobs_scope)
+            if req.logprobs
+            else None
+        )
+        return _json(completion_body(self.config.served_model_name, outcome, len(prompt), hit, logprobs))
 
     async def _hold(self, request: web.Request) -> None:
         """A stuck request: wait, then either drop the connection or go on to a late answer."""
@@ -122,10 +149,10 @@ class Simulator:
                 request.transport.abort()
             raise asyncio.CancelledError
 
-    async def _run(self, prompt: list[str], output_tokens: int, extra_delay_ms: int) -> int:
-        """Wait for one of max_num_seqs slots, then spend prefill + decode time; returns cached tokens."""
-        prompt_len = len(prompt)
-        tokens = prompt_len + output_tokens
+    async def _run(self, prompt: list[int], outcome: Outcome, extra_delay_ms: int) -> int:
+        """Wait for one of max_num_seqs slots, prefill the uncached prompt, then decode step by step
+        (each step's per-token time read from the batch size then); returns the cached tokens."""
+        output_tokens = outcome.completion_tokens
         queued = self.slots.locked()
         if queued:
             self.stats.enter_queue()
@@ -134,22 +161,29 @@ class Simulator:
         except BaseException:
             self.stats.waiting -= int(queued)
             raise
+        lookup = self.cache.lookup_and_insert(prompt)
+        own = len(prompt) - len(lookup.blocks) * self.cache.block_size  # the partial last prompt block
+        generated = 0
+        self.stats.start_running(queued)
+        self.kv.hold(lookup.blocks, own)
         try:
-            self.stats.start_running(tokens, queued)
-            hit = self.cache.lookup_and_insert(prompt)
-            self.stats.prefix_cache_queries += prompt_len
-            self.stats.prefix_cache_hits += hit
-            delay = service_seconds(
-                prompt_len - hit, output_tokens, self.config.speed,
-                self.config.prefill_ms_per_token, self.config.decode_ms_per_token,
-            ) + extra_delay_ms / 1000.0  # fmt: skip
-            await asyncio.sleep(delay)
+            self.stats.prefix_cache_queries += len(prompt)
+            self.stats.prefix_cache_hits += lookup.hit_tokens
+            await asyncio.sleep(self.latency.prefill_s(len(prompt) - lookup.hit_tokens) + extra_delay_ms / 1000.0)
+            while generated < output_tokens:
+                running = self.stats.running
+                step = self.latency.step_tokens(output_tokens - generated, running)
+                await asyncio.sleep(step * self.latency.token_s(running))
+                self.kv.grow(own + generated, own + generated + step)
+                generated += step
         finally:
-            self.stats.stop_running(tokens)
+            self.kv.release(lookup.blocks, own + generated)
+            self.stats.stop_running()
             self.slots.release()
-        return hit
+        return lookup.hit_tokens
 
     async def models(self, request: web.Request) -> web.StreamResponse:
+        # Like vLLM, /v1/models never asks the engine: a dead engine still lists its model.
         if self.faults.outage:
             return self._unavailable()
         model = {
@@ -164,8 +198,11 @@ class Simulator:
         return _json({"object": "list", "data": [model]})
 
     async def health(self, request: web.Request) -> web.StreamResponse:
-        # vLLM's /health stays 200 even when the engine is broken; readiness is /v1/models.
-        return web.Response(status=200)
+        # Current vLLM: 200 with an empty body while the engine is alive, 503 (empty) once it is dead.
+        # Probes are not counted in /sim/stats.
+        if self.faults.outage:
+            return _json(error_body(503, "The simulated server is in an outage."), status=503)
+        return web.Response(status=503 if self.faults.engine_dead else 200)
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -193,6 +230,7 @@ class Simulator:
         """Back to the start state: counters, request log, prefix cache, fault settings and RNG."""
         self.stats.reset()
         self.request_log.clear()
+        self.header_log.clear()
         self.cache.clear()
         self.faults = self.config.fault_settings()
         self.rng = random.Random(self.config.seed)
@@ -205,6 +243,22 @@ class Simulator:
             return _json(error_body(400, "limit must be an integer"), status=400)
         items = list(self.request_log)
         return _json(items[-limit:] if limit > 0 else [])
+
+    async def get_request_headers(self, request: web.Request) -> web.StreamResponse:
+        """The HTTP headers of the requests `/sim/requests` shows, in the same order."""
+        try:
+            limit = int(request.query.get("limit", len(self.header_log)))
+        except ValueError:
+            return _json(error_body(400, "limit must be an integer"), status=400)
+        items = list(self.header_log)
+        return _json(items[-limit:] if limit > 0 else [])
+
+
+def _logged_headers(request: web.Request) -> dict[str, str]:
+    return {
+        name.lower(): ("***" if name.lower() in ("authorization", "proxy-authorization") else value)
+        for name, value in request.headers.items()
+    }
 
 
 SIMULATOR_KEY = web.AppKey("simulator", Simulator)
@@ -223,6 +277,7 @@ def build_app(config: SimConfig) -> web.Application:
     app.router.add_get("/sim/stats", sim.get_stats)
     app.router.add_post("/sim/reset", sim.reset)
     app.router.add_get("/sim/requests", sim.get_requests)
+    app.router.add_get("/sim/request_headers", sim.get_request_headers)
     return app
 
 

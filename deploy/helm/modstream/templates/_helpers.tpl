@@ -34,6 +34,20 @@ app.kubernetes.io/part-of: modstream
 {{- end }}
 {{- end -}}
 
+{{/*
+Pod template labels of the vLLM tiers; call with (dict "ctx" $ "component" "vllm-t1").
+No chart version or appVersion: a change of pod template labels restarts the pods, and a
+worker-only upgrade must not restart the GPU tiers (minutes of weight loading each).
+*/}}
+{{- define "modstream.stablePodLabels" -}}
+{{ include "modstream.selectorLabels" . }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/part-of: modstream
+{{- with .ctx.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
 {{/* Selector labels; call with (dict "ctx" $ "component" "worker"). */}}
 {{- define "modstream.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "modstream.name" .ctx }}
@@ -92,14 +106,41 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (include "modstream.servedModelName" .) $judge.model -}}
 {{- end -}}
 
-{{/* Judge in-flight cap; defaults to the tier's max-num-seqs. */}}
+{{/*
+Judge in-flight cap per worker; call with (dict "ctx" $ "tier" "t1"). Default: one full
+batch per vLLM replica spread over the workers, ceil(maxNumSeqs x vLLM replicas / workers):
+vLLM replicas = replicaCount (keda.vllm.minReplicaCount when KEDA scales the tier, the
+number of baseUrls for external judges), workers = worker.replicaCount (keda.minReplicaCount
+with KEDA).
+*/}}
 {{- define "modstream.judgeMaxInFlight" -}}
-{{- $judge := index .ctx.Values.judges .tier -}}
-{{- $v := index .ctx.Values.vllm .tier -}}
+{{- $v := .ctx.Values -}}
+{{- $judge := index $v.judges .tier -}}
+{{- $t := index $v.vllm .tier -}}
 {{- if $judge.maxInFlight -}}
 {{- $judge.maxInFlight | int -}}
 {{- else -}}
-{{- $v.maxNumSeqs | int -}}
+{{- $replicas := int $t.replicaCount -}}
+{{- if $judge.baseUrls -}}
+{{- $replicas = len $judge.baseUrls -}}
+{{- else if and $v.keda.vllm.enabled (or (eq .tier "t1") $v.keda.vllm.t2) -}}
+{{- $replicas = int $v.keda.vllm.minReplicaCount -}}
+{{- end -}}
+{{- $workers := ternary (int $v.keda.minReplicaCount) (int $v.worker.replicaCount) $v.keda.enabled -}}
+{{- $replicas = max $replicas 1 -}}
+{{- $workers = max $workers 1 -}}
+{{- div (sub (add (mul (int $t.maxNumSeqs) $replicas) $workers) 1) $workers -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Posts in flight per worker: worker.maxInFlight, else both judge caps together (>= 256). */}}
+{{- define "modstream.workerMaxInFlight" -}}
+{{- if .Values.worker.maxInFlight -}}
+{{- .Values.worker.maxInFlight | int -}}
+{{- else -}}
+{{- $t1 := include "modstream.judgeMaxInFlight" (dict "ctx" . "tier" "t1") | int -}}
+{{- $t2 := include "modstream.judgeMaxInFlight" (dict "ctx" . "tier" "t2") | int -}}
+{{- max 256 (add $t1 $t2) -}}
 {{- end -}}
 {{- end -}}
 
