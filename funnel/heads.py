@@ -26,7 +26,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -323,13 +323,4 @@ def fit_heads(
 def with_thresholds(heads: HeadSet, thresholds: Mapping[str, float], meta: Mapping[str, Any]) -> HeadSet:
     """The same heads with operating thresholds and metadata (what `fit` writes)."""
     values = np.array([thresholds.get(pid, 0.5) for pid in heads.policy_ids], dtype=np.float32)
-    return HeadSet(
-        policy_ids=heads.policy_ids,
-        emb_weights=heads.emb_weights,
-        sig_weights=heads.sig_weights,
-        bias=heads.bias,
-        thresholds=values,
-        fingerprints=heads.fingerprints,
-        model_sha256=heads.model_sha256,
-        meta=dict(meta),
-    )
+    return replace(heads, thresholds=values, meta=dict(meta))
