@@ -52,6 +52,7 @@ REQUIRED_PANELS = {
     "Hide rate per policy",
     "Escalation reasons",
     "Funnel pass rate",
+    "Funnel recall estimate (bypass sample)",
     "DLQ rate by reason",
     "Judge latency quantiles",
     "Judge errors per tier",
@@ -68,6 +69,7 @@ REQUIRED_ALERTS = {
     "ModstreamDLQSpike",
     "ModstreamVerdictRateDrop",
     "ModstreamKafkaUnreachable",
+    "ModstreamFunnelRecallLow",
 }
 
 

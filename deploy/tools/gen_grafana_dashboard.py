@@ -140,8 +140,32 @@ ROWS: list[tuple[str, list[Panel]]] = [
                         "candidate for {{policy_id}}",
                     ),
                 ],
-                "Share of posts the funnel passed to the judges (overall and per policy). The funnel's recall "
-                "is measured offline (`modstream funnel calibrate`); no live estimate is exported.",
+                "Share of posts the funnel passed to the judges (overall and per policy). Its recall: the next "
+                "panel (bypass sample) and `modstream funnel calibrate` offline.",
+            ),
+            Panel(
+                "Funnel recall estimate (bypass sample)",
+                "percentunit",
+                [
+                    ("min by (policy_id) (modstream_funnel_recall_estimate)", "recall {{policy_id}} (lowest worker)"),
+                    ("sum by (policy_id) (modstream_funnel_sampled_violations_total)", "sampled misses {{policy_id}}"),
+                ],
+                "Per policy, the funnel's recall of what the judge calls a violation, estimated from the bypass "
+                "sample (cleared posts sent to tier 1 anyway; `escalation.bypass_sample_rate`, default 0: no "
+                "series): C / (C + S / rate), each worker's counts since it started; the lowest worker is shown. "
+                "Right axis: sampled cleared posts the judge found violating (S) since start, summed over "
+                "workers; with few of them the estimate is noise. The Wilson interval is not exported "
+                "(`modstream funnel recall --from-audit` prints it). Alert ModstreamFunnelRecallLow: below 0.9 "
+                "with at least 10 sampled misses, for 1 h.",
+                overrides=[
+                    {
+                        "matcher": {"id": "byFrameRefID", "options": "B"},
+                        "properties": [
+                            {"id": "unit", "value": "short"},
+                            {"id": "custom.axisPlacement", "value": "right"},
+                        ],
+                    }
+                ],
             ),
             Panel(
                 "DLQ rate by reason",
