@@ -16,6 +16,7 @@ from worker.funnel import PolicyRuntime
 from worker.judge import Failure, JudgeCall, TierName
 from worker.pipeline import Judges, judge_post
 from worker.policies import Policy, load_policy_dir
+from worker.verdict import assemble_verdict
 
 SOURCE = SourceRef(topic="posts", partition=0, offset=0)
 TEXT = "alphaword betaword gammaword"
@@ -125,3 +126,26 @@ async def test_multi_policy_with_one_escalated_policy_is_a_single_request(runtim
         time.perf_counter(),
     )  # fmt: skip
     assert ("t2", ("beta",)) in recorder.asked
+
+
+async def test_every_verdict_names_the_policy_versions_and_fit_it_was_screened_under(runtime: PolicyRuntime) -> None:
+    live = {p.id: p.version for p in runtime.policies.live}
+    assert set(live) == {"alpha", "beta", "gamma"}, "shadow policies never decide: not listed"
+    _, judged = await run(runtime, multi=False)
+    verdict = judged.verdict  # type: ignore[attr-defined]
+    assert verdict.tier == "t2"
+    assert verdict.funnel.policy_versions == live, "the whole snapshot, not only the candidates"
+    assert verdict.funnel.fit is None and runtime.fit_id is None, "no heads in use"
+    quiet = "nothing to see here"
+    funnel_only = await judge_post(
+        Post(id="q", text=quiet), runtime.funnel.score(quiet), runtime, Recorder(SCRIPT).judges(False), SOURCE,
+        time.perf_counter(),
+    )  # fmt: skip
+    assert funnel_only.verdict.tier == "funnel" and funnel_only.audit is None
+    assert funnel_only.verdict.funnel.policy_versions == live
+    assert funnel_only.verdict.funnel.fit is None
+    # The fit id is passed through from the runtime's funnel when heads are in use.
+    with_heads = assemble_verdict(
+        "r", [], runtime.funnel.score(quiet), SOURCE, 1.0, policy_versions=live, fit="fit-1234"
+    )
+    assert with_heads.funnel.fit == "fit-1234" and with_heads.funnel.policy_versions == live

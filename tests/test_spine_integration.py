@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.conftest import worker_env
+from tests.conftest import POLICIES_DIR, worker_env
 from tests.kafka_support import (
     WorkerProcess,
     committed_offsets,
@@ -21,6 +21,7 @@ from tests.kafka_support import (
     wait_for,
 )
 from worker.broker import EmbeddedBroker
+from worker.policies import load_policy_dir
 from worker.sim.process import SimulatorProcess
 
 pytestmark = pytest.mark.integration
@@ -96,6 +97,11 @@ def test_1000_posts_50_malformed_all_accounted_for(
     assert "allow" in decisions and "hide" in decisions
     funnel_only = [v[0] for v in verdicts.values() if v[0]["tier"] == "funnel"]
     assert funnel_only and all(v["decision"] == "allow" and v["results"] == [] for v in funnel_only)
+    # Every verdict, funnel-only or judged, names the policy versions and the fit it was screened
+    # under (no heads in use here: `funnel_heads` is off by default).
+    versions = {p.id: p.version for p in load_policy_dir(POLICIES_DIR).live}
+    assert all(v[0]["funnel"]["policy_versions"] == versions for v in verdicts.values())
+    assert all(v[0]["funnel"]["fit"] is None for v in verdicts.values())
 
     dead = read_topic(broker.bootstrap_servers, "dlq", 50)
     assert len(dead) == 50

@@ -89,6 +89,11 @@ class FunnelSummary(BaseModel):
     candidates: list[str]
     scores: dict[str, float]
     signals: dict[str, list[str]] = Field(default_factory=dict)
+    # What the post was screened under (docs/funnel.md, "Recall measured in production"): every
+    # live policy's id -> version in the policy-set snapshot (not only the candidates), and the
+    # fitted heads' fit id (None: no heads in use). Empty / None in records from older workers.
+    policy_versions: dict[str, str] = Field(default_factory=dict)
+    fit: str | None = None
 
 
 class SourceRef(BaseModel):

@@ -56,6 +56,16 @@ class PolicyRuntime:
             log.warning("funnel_heads_stale", policies=funnel.stale_heads, hint="re-run modstream funnel fit")
         return cls(policies, funnel)
 
+    @property
+    def versions(self) -> dict[str, str]:
+        """Every live policy's id -> version in this snapshot (recorded on each verdict)."""
+        return {p.id: p.version for p in self.policies.live}
+
+    @property
+    def fit_id(self) -> str | None:
+        """The fitted heads' fit id the funnel scores with, None without heads in use."""
+        return self.funnel.fit_id
+
     def candidates(self, screened: FunnelResult) -> list[Policy]:
         wanted = set(screened.candidates)
         return [p for p in self.policies.policies if (p.meta.shadow_of or p.id) in wanted]

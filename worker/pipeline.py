@@ -81,7 +81,16 @@ async def judge_post(
     live: list[PolicyOutcome] = [o for o in outcomes if not o.policy.meta.shadow]
     rates = runtime.bypass_rates(judges.rules.bypass_sample_rate)
     sampled = [(PolicyOutcome(c.policy, c), rates[c.policy.id]) for c in sampled_calls]
-    verdict = assemble_verdict(post.id, live, screened, source, (time.perf_counter() - started) * 1000, sampled)
+    verdict = assemble_verdict(
+        post.id,
+        live,
+        screened,
+        source,
+        (time.perf_counter() - started) * 1000,
+        sampled,
+        policy_versions=runtime.versions,
+        fit=runtime.fit_id,
+    )
     calls = [*t1_calls, *t2_calls, *sampled_calls]
     audit = assemble_audit(verdict, calls) if calls else None
     return Judged(verdict, audit, calls, [r for why in reasons for r in why], shadow_agreement(outcomes), outcomes=live)

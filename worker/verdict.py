@@ -3,7 +3,7 @@ the restricted AuditRecord (the only place the chain of thought is kept)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -23,11 +23,16 @@ from worker.judge import JudgeCall
 WORKER_VERSION = "0.1.0"
 
 
-def funnel_summary(result: FunnelResult) -> FunnelSummary:
+def funnel_summary(
+    result: FunnelResult, policy_versions: Mapping[str, str] | None = None, fit: str | None = None
+) -> FunnelSummary:
+    """`policy_versions` / `fit`: the policy-set snapshot and heads fit the post was screened under."""
     return FunnelSummary(
         candidates=list(result.candidates),
         scores={k: round(v, 4) for k, v in result.scores.items()},
         signals={k: list(v) for k, v in result.signals.items()},
+        policy_versions=dict(policy_versions or {}),
+        fit=fit,
     )
 
 
@@ -72,10 +77,13 @@ def assemble_verdict(
     source: SourceRef,
     latency_ms: float,
     sampled: Sequence[tuple[PolicyOutcome, float]] = (),
+    policy_versions: Mapping[str, str] | None = None,
+    fit: str | None = None,
 ) -> Verdict:
     """Shadow policies must already be filtered out: they never change the decision. `sampled`:
     bypass-sampled tier-1 outcomes with their sampling rate; listed with `sampled: true`, never
-    part of the decision or the tier."""
+    part of the decision or the tier. `policy_versions` / `fit`: what the post was screened under
+    (`PolicyRuntime.versions` / `.fit_id`), recorded in `funnel` on every verdict."""
     calls = [o.deciding for o in outcomes]
     tier: Tier = "funnel"
     if calls:
@@ -94,7 +102,7 @@ def assemble_verdict(
         reasoning_effort=top.audit.reasoning_effort if top else None,
         escalated=bool(reasons),
         escalation_reasons=list(reasons),
-        funnel=funnel_summary(funnel),
+        funnel=funnel_summary(funnel, policy_versions, fit),
         latency_ms=round(latency_ms, 2),
         decided_at=datetime.now(UTC),
         worker_version=WORKER_VERSION,
