@@ -3,7 +3,7 @@
 # CPU only. The judges are vLLM servers reached over HTTP, so there is no torch and no
 # vllm in this image (the build fails if either sneaks in through a dependency), and no
 # embedded demo broker (the `demo` extra is not installed). Every dependency is pinned by
-# constraints.txt, the versions CI tests; tests/test_image_install.py runs the pip install
+# constraints.txt, the versions CI tests; tests/integration/test_image_install.py runs the pip install
 # step below in a clean venv exactly as written here.
 #
 #   docker build -t modstream:0.1.0 .

@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     from funnel import Funnel, hs, load_thresholds, normalise
     from funnel.embed import load_embedder
     from funnel.heads import load_heads
-    from worker.funnel import specs_from_policies
-    from worker.policies import load_policy_dir
+    from worker.policies.files import load_policy_dir
+    from worker.policies.screening import specs_from_policies
 
     import_s = time.perf_counter() - start
     specs = specs_from_policies(load_policy_dir(args.policies).policies, load_thresholds(args.policies))

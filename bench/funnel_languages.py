@@ -28,8 +28,8 @@ import orjson
 
 from funnel import Funnel, load_thresholds
 from funnel.language import LanguageConfig, LanguageDetector
-from worker.funnel import specs_from_policies
-from worker.policies import load_policy_dir
+from worker.policies.files import load_policy_dir
+from worker.policies.screening import specs_from_policies
 
 ROOT = Path(__file__).resolve().parents[1]
 TUNE = ROOT / "tests" / "data" / "funnel_languages_tune.jsonl"

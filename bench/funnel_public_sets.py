@@ -22,7 +22,7 @@ One file per set, one `{"id","text","labels","source"}` per line. A policy missi
 * sms-spam-collection: spam → `spam-scams: 1` (and 0 elsewhere); ham → 0 for every policy.
 * toxigen-seed-prompts: sentences of hate_* files → `hate: 1`, neutral_* → `hate: 0`; written
   to `toxigen.jsonl` but NOT used by the shipped fit: it is the set the in-domain learning test
-  fits on (tests/test_funnel_heads.py).
+  fits on (tests/unit/funnel/test_heads.py).
 """
 
 from __future__ import annotations

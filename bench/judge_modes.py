@@ -5,7 +5,7 @@
 Posts: every text of datasets/eval_sample.jsonl and datasets/funnel_dev.jsonl, screened by the
 real funnel under the shipped policies; posts with no candidate are dropped (no judge call in
 either mode). Each mode then sends every remaining post through the real JudgeClient (tier 1 only,
-the code path the worker uses: `worker.pipeline.ask`) against a fresh simulator, and reads the
+the code path the worker uses: `worker.cascade.pipeline.ask`) against a fresh simulator, and reads the
 simulator's own counters: requests, prompt tokens, prefix-cache hit rate, generated tokens.
 Latency is the simulator's time model (prefill of uncached tokens + decode, `--speed 20` =
 0.4 ms per uncached prompt token and 4 ms per generated token, ~250 tokens/s per sequence), not a
@@ -32,12 +32,12 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from worker.cascade.pipeline import ask  # noqa: E402
 from worker.config import Tier1JudgeSettings  # noqa: E402
 from worker.contracts import Post  # noqa: E402
-from worker.funnel import PolicyRuntime  # noqa: E402
-from worker.judge import JudgeClient  # noqa: E402
-from worker.pipeline import ask  # noqa: E402
-from worker.policies import Policy, load_policy_dir  # noqa: E402
+from worker.judges.client import JudgeClient  # noqa: E402
+from worker.policies.files import Policy, load_policy_dir  # noqa: E402
+from worker.policies.screening import PolicyRuntime  # noqa: E402
 from worker.sim.process import SimulatorProcess  # noqa: E402
 
 DATASETS = [ROOT / "datasets" / "eval_sample.jsonl", ROOT / "datasets" / "funnel_dev.jsonl"]

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.conftest import worker_env
 from tests.kafka_support import WorkerProcess, committed_offsets, post_value, produce, wait_for
-from worker.broker import EmbeddedBroker, create_topics
+from worker.local.broker import EmbeddedBroker, create_topics
 from worker.sim.process import SimulatorProcess
 
 PARTITIONS = 4

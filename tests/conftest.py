@@ -10,7 +10,7 @@ import pytest
 
 from tests.kafka_support import FAST_GROUP, PROJECT_ROOT, WorkerProcess
 from tests.vllm_cpu_support import GptOssServer, require_tiny_gptoss_env, start_tiny_gptoss_server
-from worker.broker import EmbeddedBroker, create_topics
+from worker.local.broker import EmbeddedBroker, create_topics
 from worker.sim.process import SimulatorProcess
 
 POLICIES_DIR = PROJECT_ROOT / "policies"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from worker.policies import Policy, parse_policy
+from worker.policies.files import Policy, parse_policy
 
 PROMPT = """## INSTRUCTIONS
 Classify the content.

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
-from worker.broker import free_port
+from worker.local.broker import free_port
 
 # Tansu's group join waits session.timeout.ms/2: keep it short in tests (docs/reliability.md).
 FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 500}

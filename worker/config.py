@@ -23,7 +23,7 @@ from pydantic_settings import (
 )
 
 from worker.contracts import Confidence, PViolationBand, ReasoningEffort
-from worker.tracing import DEFAULT_PASSTHROUGH, RESERVED_PREFIXES
+from worker.ops.tracing import DEFAULT_PASSTHROUGH, RESERVED_PREFIXES
 
 if TYPE_CHECKING:
     from funnel.language import LanguageConfig

@@ -19,7 +19,7 @@
 Everything lands in a cache directory (default ``~/.cache/modstream-deploy-tools``,
 override with ``DEPLOY_TOOLS_CACHE``); the Python packages go into a ``--target``
 directory that is only put on ``PYTHONPATH`` of subprocesses, never into the project
-venv. Prints the paths as JSON. Used by tests/test_deploy_files.py; run it by hand to
+venv. Prints the paths as JSON. Used by tests/integration/test_deploy_files.py; run it by hand to
 warm the cache: ``python deploy/tools/fetch_tools.py``.
 """
 

@@ -4,7 +4,7 @@
 Types come from the defaults in values.yaml; fixed-key sections refuse unknown keys
 (typos fail at `helm install/template/lint`, with Helm 3 and 4 alike); free-form maps
 (labels, resources, probes, config, ...) are left open; OVERRIDES adds enums, ranges
-and patterns. tests/test_deploy_files.py checks that the committed schema is what this
+and patterns. tests/integration/test_deploy_files.py checks that the committed schema is what this
 script produces, so run it after changing values.yaml:
 
     python deploy/tools/gen_values_schema.py

@@ -22,7 +22,7 @@ Pure arithmetic from the models' published configurations, not a measurement:
   1,024 for 120b on one 80 GB GPU (the recipe's start-up fix). Prefix caching shares the policy's
   blocks between sequences of one policy, which is extra headroom on top.
 
-tests/test_deploy_files.py checks every preset (compose env files and Helm values)
+tests/integration/test_deploy_files.py checks every preset (compose env files and Helm values)
 against `capacity()`.
 """
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any, Literal, get_args
 
-from worker.multipolicy import split_sections
+from worker.judges.multipolicy import split_sections
 
 from . import tokens
 
@@ -447,7 +447,7 @@ def script(
 
     `rate_fault` is the fault drawn from the configured rates; a directive's `fault=` (even
     `fault=none`) replaces it. Raises DirectiveError for a malformed directive. A multi-policy
-    prompt (worker/multipolicy.py layout) gets one answer per policy section in one completion.
+    prompt (worker/judges/multipolicy.py layout) gets one answer per policy section in one completion.
     `response_format` is the request's `response_format.type` (None when absent; the default is
     what the worker sends): "json_schema" holds the content to the answer schema after the
     reasoning, unless the fault is "unenforced" or "invalid_json" (vLLM #23120).

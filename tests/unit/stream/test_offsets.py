@@ -1,0 +1,71 @@
+import random
+
+import pytest
+
+from worker.stream.offsets import OffsetTracker
+
+TP = ("posts", 0)
+
+
+def test_commits_only_contiguous_finished_offsets() -> None:
+    tracker = OffsetTracker()
+    for offset in (10, 11, 12, 13):
+        tracker.start(TP, offset)
+    tracker.finish(TP, 12)
+    tracker.finish(TP, 11)
+    assert tracker.to_commit() == {}  # 10 still running: nothing is safe
+    tracker.finish(TP, 10)
+    assert tracker.to_commit() == {TP: 13}  # next offset to read after 12
+    tracker.mark_committed({TP: 13})
+    assert tracker.to_commit() == {}
+    assert tracker.in_flight(TP) == 1
+    tracker.finish(TP, 13)
+    assert tracker.to_commit() == {TP: 14}
+
+
+def test_gaps_in_offsets_are_fine() -> None:
+    tracker = OffsetTracker()
+    for offset in (5, 9, 20):  # compacted topics and transaction markers leave gaps
+        tracker.start(TP, offset)
+    for offset in (20, 5, 9):
+        tracker.finish(TP, offset)
+    assert tracker.to_commit() == {TP: 21}
+    assert tracker.total_in_flight == 0
+
+
+def test_offsets_must_increase() -> None:
+    tracker = OffsetTracker()
+    tracker.start(TP, 3)
+    with pytest.raises(ValueError, match="must increase"):
+        tracker.start(TP, 3)
+
+
+def test_finishing_a_forgotten_partition_is_ignored() -> None:
+    tracker = OffsetTracker()
+    tracker.start(TP, 1)
+    tracker.forget(TP)
+    tracker.finish(TP, 1)
+    assert tracker.to_commit() == {}
+    assert tracker.partitions() == []
+
+
+def test_random_completion_order_never_commits_past_an_unfinished_offset() -> None:
+    rng = random.Random(7)
+    tracker = OffsetTracker()
+    offsets = list(range(1000))
+    for offset in offsets:
+        tracker.start(TP, offset)
+    order = offsets[:]
+    rng.shuffle(order)
+    finished: set[int] = set()
+    for offset in order:
+        tracker.finish(TP, offset)
+        finished.add(offset)
+        committable = tracker.to_commit().get(TP)
+        if committable is not None:
+            assert all(o in finished for o in range(committable))
+            tracker.mark_committed({TP: committable})
+        lowest_unfinished = min(set(offsets) - finished, default=None)
+        if lowest_unfinished is not None:
+            assert committable is None or committable <= lowest_unfinished
+    assert tracker.to_commit() == {} and tracker.total_in_flight == 0
