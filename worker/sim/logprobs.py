@@ -19,7 +19,8 @@ from functools import lru_cache
 from typing import Any
 
 from . import tokens
-from .script import Outcome, analysis_header, final_header
+from .harmony import analysis_header, final_header
+from .script import Outcome
 
 MASKED = -9999.0
 # vLLM's default --max-logprobs.

@@ -17,11 +17,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from .config import FaultSettings, SimConfig
+from .directives import DirectiveError
 from .engine import KvBlocks, LatencyModel, PrefixCache, Stats, draw_fault, prompt_token_ids
 from .logprobs import chat_logprobs
 from .metrics import build_registry
 from .protocol import ChatRequest, completion_body, describe_validation_error, error_body
-from .script import DirectiveError, Outcome, script
+from .script import Outcome, script
 
 
 def _json(data: Any, status: int = 200) -> web.Response:

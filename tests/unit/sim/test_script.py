@@ -11,15 +11,13 @@ from tests.conftest import POLICIES_DIR
 from worker.contracts import JudgeAnswer
 from worker.policies.files import load_policy_dir
 from worker.sim import tokens
+from worker.sim.directives import DirectiveError, parse_post
+from worker.sim.harmony import analysis_header, final_header
 from worker.sim.script import (
     REASONING_TOKENS,
-    DirectiveError,
-    analysis_header,
     example_answer_keys,
-    final_header,
     find_trigger,
     heuristic_confidence,
-    parse_post,
     policy_categories,
     policy_category,
     script,
