@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,8 +73,7 @@ async def run_mode(
     settings = Tier1JudgeSettings(base_urls=[base_url], max_in_flight=64)
     slots = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
-    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=72)) as http:
-        client = JudgeClient("t1", settings, http)
+    async with JudgeClient("t1", settings) as client:
         many = client.judge_many if mode == "multi_policy" else None
 
         async def one(post: Post, policies: list[Policy]) -> None:

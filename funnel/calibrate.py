@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,8 @@ import numpy.typing as npt
 import yaml
 
 from funnel.heads import dedup_key, split_of
+from funnel.labelled import LabeledPost as LabeledPost  # re-exported: the one labelled-set reader
+from funnel.labelled import load_labeled as load_labeled
 from funnel.normalise import normalise
 from funnel.recall import wilson_interval
 from funnel.spec import PolicySpec
@@ -31,36 +32,12 @@ SIDECAR_NAME = "funnel-thresholds.yaml"
 FloatMatrix = npt.NDArray[np.float32]
 
 
-@dataclass(frozen=True, slots=True)
-class LabeledPost:
-    id: str
-    text: str
-    labels: dict[str, int]
-
-
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def load_labeled(path: Path) -> list[LabeledPost]:
-    """`{"id", "text", "labels": {policy_id: 0|1}}` per line. A policy missing from
-    `labels` means "not labelled" (the post is left out of that policy's figures), not 0."""
-    posts: list[LabeledPost] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                labels = {str(k): int(v) for k, v in (row.get("labels") or {}).items()}
-                posts.append(LabeledPost(id=str(row.get("id", number)), text=str(row["text"]), labels=labels))
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise ValueError(f"{path}:{number}: not a labelled post ({exc})") from exc
-    return posts
 
 
 def threshold_for_recall(positive_scores: Sequence[float], target_recall: float) -> float:

@@ -19,7 +19,14 @@ import numpy.typing as npt
 from funnel.embed import DEFAULT_MODEL_DIR, ExemplarIndex, StaticEmbedder, load_embedder
 from funnel.heads import SIGNALS, Features, HeadSet, model_sha256
 from funnel.keywords import KeywordStage, evidence_counts
-from funnel.language import LanguageConfig, LanguageRouter, apply_routes, load_detector, validate_rules
+from funnel.language import (
+    LanguageConfig,
+    LanguageRouter,
+    PostRoute,
+    load_detector,
+    route_candidates,
+    validate_rules,
+)
 from funnel.normalise import Normalised, normalise
 from funnel.patterns import PatternStage
 from funnel.score import DEFAULT_WEIGHTS, Weights, combine, embedding_evidence, lexical_evidence
@@ -148,8 +155,7 @@ class Funnel:
         with self._lock:
             scored = self._score([normalise(t) for t in texts])
             routes = self.router.route_batch(texts, langs) if self.router is not None else None
-        results = self._results(scored)
-        return apply_routes(results, routes, self.policy_ids) if routes is not None else results
+        return self._results(scored, routes)
 
     def score_matrix(self, texts: Sequence[str]) -> FloatMatrix:
         """(posts, policies) scores in `policy_ids` order, without building results (calibration)."""
@@ -209,7 +215,8 @@ class Funnel:
             scores[:, self._head_columns] = self.heads.probabilities(features, self._head_columns, self._head_index)
         return _Scored(scores, signals, lexical, (similarity, evidence), features)
 
-    def _results(self, scored: _Scored) -> list[FunnelResult]:
+    def _results(self, scored: _Scored, routes: Sequence[PostRoute] | None = None) -> list[FunnelResult]:
+        """One result per post; `routes` (the language step's, one per post) applied when given."""
         scores, signals = scored.scores, scored.signals
         candidate = (scores >= self._thresholds) & (scores > 0.0)
         very_sure = candidate & (scores >= self._very_sure)
@@ -235,15 +242,30 @@ class Funnel:
                 signals[row].setdefault(ids[col], []).append(f"embedding:{similarity[row, col]:.2f}")
         # float64 before rounding: float32 values print as 0.31040000915527344 in JSON.
         rounded = np.round(scores.astype(np.float64), 4).tolist()
-        return [
-            FunnelResult(
-                candidates=chosen[row],
-                scores=dict(zip(ids, rounded[row], strict=True)),
-                signals=signals[row],
-                very_sure=sure[row],
+        if routes is None:
+            return [
+                FunnelResult(
+                    candidates=chosen[row],
+                    scores=dict(zip(ids, rounded[row], strict=True)),
+                    signals=signals[row],
+                    very_sure=sure[row],
+                )
+                for row in range(n)
+            ]
+        results: list[FunnelResult] = []
+        for row, route in enumerate(routes):
+            candidates, very_sure_ids = route_candidates(chosen[row], sure[row], signals[row], route, ids)
+            results.append(
+                FunnelResult(
+                    candidates=candidates,
+                    scores=dict(zip(ids, rounded[row], strict=True)),
+                    signals=signals[row],
+                    very_sure=very_sure_ids,
+                    lang=route.lang,
+                    route=route.route,
+                )
             )
-            for row in range(n)
-        ]
+        return results
 
 
 @dataclass(frozen=True, slots=True)

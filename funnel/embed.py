@@ -25,6 +25,7 @@ import json
 import threading
 from collections.abc import Sequence
 from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,11 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "data" / "minilm_static"
 DEFAULT_BACKGROUND = Path(__file__).resolve().parent / "data" / "background.json"
 # Characters of a post the embedding reads (head and tail; see `clip`). None: all of it.
 DEFAULT_MAX_CHARS = 256
+# Token ids per space-separated chunk, kept for this many distinct chunks (then started afresh),
+# chunks up to CACHED_CHUNK_CHARS characters (longer ones are rare and tokenized each time): a
+# few MB in practice, under ~40 MB however adversarial the posts.
+WORD_CACHE_SIZE = 100_000
+CACHED_CHUNK_CHARS = 32
 
 
 def clip(text: str, max_chars: int | None) -> str:
@@ -79,6 +85,10 @@ class StaticEmbedder:
         self.tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
+        # The tokenizer (BERT normaliser and pre-tokenizer, WordPiece) treats every character on
+        # its own and splits at spaces, so a text's ids are its space-separated chunks' ids in
+        # order: each distinct chunk is tokenized once and its ids remembered (`_ids`).
+        self._chunk_ids: dict[str, tuple[int, ...]] = {}
         unk = self.tokenizer.token_to_id("[UNK]")
         # model2vec drops [UNK]: a post full of unknown symbols should not look alike.
         self.unk_id: int | None = unk
@@ -106,23 +116,55 @@ class StaticEmbedder:
         if not texts:
             return out
         clipped = [clip(t, self.max_chars) for t in texts] if self.max_chars is not None else list(texts)
-        with self._lock:
-            encodings = self.tokenizer.encode_batch_fast(clipped, add_special_tokens=False)
-        id_lists = [e.ids[: self.max_length] for e in encodings]
+        id_lists = [ids[: self.max_length] if len(ids) > self.max_length else ids for ids in self._ids(clipped)]
         if self.unk_id is not None:
             unk = self.unk_id
             id_lists = [[i for i in ids if i != unk] if unk in ids else ids for ids in id_lists]
-        lengths = np.fromiter((len(ids) for ids in id_lists), dtype=np.int64, count=len(id_lists))
+        lengths = np.fromiter(map(len, id_lists), dtype=np.int64, count=len(id_lists))
         nonempty = lengths > 0
         if not nonempty.any():
             return out
-        flat = np.fromiter((i for ids in id_lists for i in ids), dtype=np.int64, count=int(lengths.sum()))
+        flat = np.fromiter(chain.from_iterable(id_lists), dtype=np.int64, count=int(lengths.sum()))
         offsets = np.concatenate(([0], np.cumsum(lengths[nonempty])[:-1]))
         # The sum, not the mean: the vector is normalised next, which divides the count away.
         sums = np.add.reduceat(self.vectors[flat], offsets, axis=0)
         norms = np.linalg.norm(sums, axis=1, keepdims=True)
         out[nonempty] = sums / np.maximum(norms, 1e-12)
         return out
+
+    def _ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each text's token ids (no special tokens), as `tokenizer.encode` gives them, from the
+        chunk cache; the chunks not seen yet are tokenized in one call."""
+        chunked = [text.split(" ") for text in texts]
+        known = self._chunk_ids
+        missing = list({chunk for chunks in chunked for chunk in chunks if chunk not in known})
+        if not missing:
+            return _joined(chunked, known)
+        with self._lock:
+            encodings = self.tokenizer.encode_batch_fast(missing, add_special_tokens=False)
+        fresh = {chunk: tuple(e.ids) for chunk, e in zip(missing, encodings, strict=True)}
+        if len(known) + len(fresh) > WORD_CACHE_SIZE:
+            # Start afresh with this batch's chunks. Replaced, never cleared in place: another
+            # thread reading the old dict still finds its chunks there.
+            known = {chunk: known[chunk] for chunks in chunked for chunk in chunks if chunk in known}
+            self._chunk_ids = known
+        known.update((chunk, ids) for chunk, ids in fresh.items() if len(chunk) <= CACHED_CHUNK_CHARS)
+        if all(len(chunk) <= CACHED_CHUNK_CHARS for chunk in missing):
+            return _joined(chunked, known)  # every chunk is in (this reference to) the cache now
+        # Some were too long to keep: look this batch's chunks up in the fresh ones and the cache.
+        fresh.update((chunk, known[chunk]) for chunks in chunked for chunk in chunks if chunk not in fresh)
+        return _joined(chunked, fresh)
+
+
+def _joined(chunked: list[list[str]], ids_of: dict[str, tuple[int, ...]]) -> list[list[int]]:
+    """Each text's ids: its chunks' ids one after the other (`+=` extends in C: the fastest way)."""
+    joined: list[list[int]] = []
+    for chunks in chunked:
+        ids: list[int] = []
+        for chunk in chunks:
+            ids += ids_of[chunk]
+        joined.append(ids)
+    return joined
 
 
 @lru_cache(maxsize=4)

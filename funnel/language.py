@@ -34,12 +34,10 @@ import importlib.util
 import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
-
-from funnel.spec import FunnelResult
 
 Route = Literal["judge", "funnel", "allow"]
 ROUTES: tuple[Route, ...] = ("judge", "funnel", "allow")
@@ -254,30 +252,18 @@ class LanguageRouter:
         return [self.route(text, tag) for text, tag in zip(texts, tags, strict=True)]
 
 
-def apply_routes(
-    results: Sequence[FunnelResult], routes: Sequence[PostRoute], ids: Sequence[str]
-) -> list[FunnelResult]:
-    """The funnel's results with the language rules applied: `judge` policies become candidates
-    (signal `language:<lang>`), `allow` policies are never candidates; `lang`/`route` filled in."""
-    out: list[FunnelResult] = []
-    for result, route in zip(results, routes, strict=True):
-        if not route.judge and not route.allow:
-            out.append(replace(result, lang=route.lang, route=route.route))
-            continue
-        allowed = {ids[c] for c in route.allow}
-        chosen = set(result.candidates) - allowed
-        signals = result.signals
-        for column in route.judge:
-            policy_id = ids[column]
-            chosen.add(policy_id)
-            signals.setdefault(policy_id, []).append(f"language:{route.lang}")
-        out.append(
-            replace(
-                result,
-                candidates=[pid for pid in ids if pid in chosen],
-                very_sure=[pid for pid in result.very_sure if pid not in allowed],
-                lang=route.lang,
-                route=route.route,
-            )
-        )
-    return out
+def route_candidates(
+    candidates: list[str], very_sure: list[str], signals: dict[str, list[str]], route: PostRoute, ids: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """One post's (candidates, very_sure) with its language rules applied: `judge` policies become
+    candidates (signal `language:<lang>`, added to `signals` in place), `allow` policies are never
+    candidates. Both lists stay in `ids` (policy column) order."""
+    if not route.judge and not route.allow:
+        return candidates, very_sure
+    allowed = {ids[c] for c in route.allow}
+    chosen = set(candidates) - allowed
+    for column in route.judge:
+        policy_id = ids[column]
+        chosen.add(policy_id)
+        signals.setdefault(policy_id, []).append(f"language:{route.lang}")
+    return [pid for pid in ids if pid in chosen], [pid for pid in very_sure if pid not in allowed]

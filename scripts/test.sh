@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs into .venv (reusing ~/.cache/modstream), then run
 # the linters and the whole suite. Safe to re-run: cached pieces are reused, missing ones built.
+# The suite includes the checks on the code's shape (tests/unit/test_architecture.py: no import
+# cycle, no worker module over 400 lines, pylint's duplicate-code check) and on the metric names
+# (tests/unit/test_metric_names.py, against tests/data/metric_names.txt).
 #   bash scripts/test.sh            # everything
 #   bash scripts/test.sh -k commit  # extra args go to pytest
 set -euo pipefail

@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -22,6 +21,9 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from worker.config_errors import ConfigError as ConfigError  # re-exported: `from worker.config import ConfigError`
+from worker.config_errors import check_yaml_file as check_yaml_file
+from worker.config_errors import describe_settings_error, describe_validation_error
 from worker.contracts import Confidence, PViolationBand, ReasoningEffort
 from worker.ops.tracing import DEFAULT_PASSTHROUGH, RESERVED_PREFIXES
 
@@ -57,10 +59,6 @@ def is_secret_kafka_key(key: str) -> bool:
 
 # Env vars of modstream's own scripts and tests (caches, the vLLM CPU test env), not settings.
 TOOLING_ENV_PREFIXES = ("MODSTREAM_CACHE", "MODSTREAM_VLLM_")
-
-
-class ConfigError(RuntimeError):
-    """Start-up configuration problem; the message names the setting and what to do."""
 
 
 class KafkaSettings(BaseModel):
@@ -262,6 +260,9 @@ class Settings(BaseSettings):
     # `modstream funnel fit`). Off by default: the shipped heads reach recall 0.98 on public sets
     # only by sending almost every post to a judge; fit them on your own traffic first (docs/funnel.md).
     funnel_heads: bool = False
+    # The funnel's embedding stage (exemplar similarity, and the heads, which read it). False:
+    # keywords and patterns only, no embedding model loaded; faster, lower recall (docs/funnel.md).
+    funnel_embeddings: bool = True
     # Poll the policy directory's content hash this often and reload on change (SIGHUP reloads
     # at once); 0 turns polling off.
     policy_reload_interval_s: float = Field(default=2.0, ge=0)
@@ -276,6 +277,10 @@ class Settings(BaseSettings):
     # How far one partition may run ahead of its committed offset (records consumed and not yet
     # committable); bounds the replay after a crash. Capped by max_in_flight. See docs/reliability.md.
     max_in_flight_per_partition: int = Field(default=128, ge=1)
+    # Cleared posts whose verdicts (fast path) wait only for the broker's acknowledgement may be
+    # held on top of both caps, up to this many (0: they count against the caps like any post).
+    # See docs/reliability.md.
+    max_in_flight_cleared: int = Field(default=1024, ge=0)
     # On a rebalance: how long revoked partitions' in-flight posts may finish before they are
     # abandoned (replayed by the next owner). Keep well under max.poll.interval.ms.
     rebalance_timeout_s: float = Field(default=10.0, gt=0)
@@ -284,6 +289,10 @@ class Settings(BaseSettings):
     record_deadline_s: float = Field(default=300.0, gt=0)
     # A post whose processing raises this many times goes to the DLQ (`processing_error`).
     max_attempts: int = Field(default=3, ge=1)
+    # Batched fast path for posts the funnel clears (no candidate, no bypass sample): their verdicts
+    # are encoded, produced and committed per partition and batch instead of one task per post
+    # (same bytes except timings). Off: every post takes the per-post path. See docs/configuration.md.
+    fast_path: bool = True
     # Exactly-once mode: verdicts, audit and DLQ records are produced in Kafka transactions
     # together with the consumed offsets (send_offsets_to_transaction). See docs/reliability.md
     # for what could and could not be verified on the brokers available.
@@ -301,6 +310,11 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     # Records larger than this go to the DLQ unread.
     max_record_bytes: int = Field(default=1_000_000, ge=1024)
+    # Threads of the native pools the funnel uses, set once at start-up (worker/ops/threads.py): BLAS
+    # (numpy's small matrix products) and the HF tokenizers' rayon pool. 0: the library's default
+    # (one per core, spinning beside the GIL-bound loop). A second core comes from a second process.
+    blas_threads: int = Field(default=1, ge=0)
+    tokenizer_threads: int = Field(default=1, ge=0)
 
     @classmethod
     def settings_customise_sources(
@@ -350,57 +364,3 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     except SettingsError as exc:
         # pydantic-settings could not even parse a value (e.g. a list setting given as plain text).
         raise ConfigError(describe_settings_error(exc)) from None
-
-
-def check_yaml_file(path: Path) -> None:
-    """Raise ConfigError, in one line naming the file, line and column, if the config file is not
-    valid YAML or its top level is not a mapping (an empty file is fine: no settings)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"config file {path}: not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise ConfigError(f"config file {path}: cannot be read: {exc.strerror or exc}") from None
-    try:
-        loaded = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        where = ""
-        if exc.problem_mark is not None:
-            where = f"line {exc.problem_mark.line + 1}, column {exc.problem_mark.column + 1}: "
-        problem = exc.problem or "invalid YAML"
-        context = ""
-        if exc.context and exc.context_mark is not None:
-            mark = exc.context_mark
-            context = f" ({exc.context} started at line {mark.line + 1}, column {mark.column + 1})"
-        raise ConfigError(f"config file {path}: {where}invalid YAML: {problem}{context}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path}: invalid YAML: {' '.join(str(exc).split())}") from None
-    if loaded is not None and not isinstance(loaded, dict):
-        kind = "a list" if isinstance(loaded, list) else f"a {type(loaded).__name__}"
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        start = node.start_mark if node is not None else None
-        where = f"line {start.line + 1}, column {start.column + 1}" if start is not None else "line 1, column 1"
-        raise ConfigError(
-            f"config file {path}: {where}: the top level must be a mapping of settings "
-            f"(e.g. `kafka:` / `judge_t1:`), not {kind}"
-        )
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    lines = ["invalid configuration:"]
-    for err in exc.errors():
-        dotted = ".".join(str(part) for part in err["loc"])
-        env = "MODSTREAM_" + "__".join(str(part).upper() for part in err["loc"] if isinstance(part, str))
-        lines.append(f"  - {dotted} (env {env}): {err['msg']}")
-    return "\n".join(lines)
-
-
-def describe_settings_error(exc: SettingsError) -> str:
-    """Name the env vars behind an unparseable value: pydantic-settings only names the top field."""
-    field = str(exc).split('field "', 1)[-1].split('"', 1)[0]
-    suspects = sorted(var for var in os.environ if var.upper().startswith(f"MODSTREAM_{field.upper()}"))
-    cause = f": {exc.__cause__}" if exc.__cause__ else ""
-    return (
-        f"invalid configuration: cannot parse {', '.join(suspects) or field}{cause}. Settings that hold "
-        "lists or mappings take JSON in env vars, e.g. MODSTREAM_JUDGE_T1__BASE_URLS='[\"http://vllm:8000/v1\"]'."
-    )

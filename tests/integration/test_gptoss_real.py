@@ -309,8 +309,7 @@ async def test_judge_client_against_the_gptoss_path(tiny_gptoss_server: GptOssSe
     server = tiny_gptoss_server
     settings = tier_settings(server, 1).model_copy(update={"max_tokens": 64})
     post = POSTS[1]
-    async with httpx.AsyncClient() as http:
-        client = JudgeClient("t1", settings, http, give_up_after_s=60)
+    async with JudgeClient("t1", settings, give_up_after_s=60) as client:
         assert await client.ready(), "readiness: /health 200 and /v1/models lists the tier's default model name"
         call = await client.judge(policy, post)
     assert isinstance(call, JudgeCall)

@@ -140,8 +140,7 @@ async def test_judge_client_cuts_a_post_longer_than_the_context() -> None:
         settings = Tier1JudgeSettings(base_urls=[sim.base_url], model="m", max_model_len=T1_LEN, max_tokens=512,
                                       max_post_tokens=3000)  # fmt: skip
         post = Post(id="long", text=long_text(30_000, 3))
-        async with httpx.AsyncClient() as http:
-            client = JudgeClient("t1", settings, http)
+        async with httpx.AsyncClient() as http, JudgeClient("t1", settings) as client:
             call = await client.judge(policy, post)
             whole = {**call.audit.request, "messages": [*call.audit.request["messages"][:-1],
                                                         {"role": "user", "content": user_message(post)}]}  # fmt: skip
@@ -204,5 +203,5 @@ async def test_readiness_uses_health_and_the_model_list(
     servers: dict[str, str], endpoints: list[str], ready: bool
 ) -> None:
     settings: dict[str, Any] = {"base_urls": [servers[e] for e in endpoints], "model": "m"}
-    async with httpx.AsyncClient() as http:
-        assert await JudgeClient("t1", Tier1JudgeSettings(**settings), http).ready() is ready
+    async with JudgeClient("t1", Tier1JudgeSettings(**settings)) as client:
+        assert await client.ready() is ready

@@ -45,13 +45,12 @@ async def test_real_judge_client_against_vllm_cpu(vllm: tuple[str, str]) -> None
         base_urls=[f"{base_url}/v1"], model=model, response_format="json_schema", max_tokens=300,
         timeout_s=240, max_in_flight=4,
     )  # fmt: skip
-    async with httpx.AsyncClient() as http:
-        client = JudgeClient("t1", settings, http)
+    roomy_settings = settings.model_copy(update={"max_tokens": 1500})
+    async with JudgeClient("t1", settings) as client, JudgeClient("t1", roomy_settings) as roomy:
         assert await client.ready(), "the worker's readiness check: /health is 200 and /v1/models lists the model"
         calls = [await client.judge(spam, post) for post in POSTS]
         # Two policies (~1,700 prompt tokens) and two answers: a 135M model fills every string up to
         # the schema's maxLength, so give it the room that is left.
-        roomy = JudgeClient("t1", settings.model_copy(update={"max_tokens": 1500}), http)
         multi = await roomy.judge_many([spam, cheating], POSTS[0])
 
     for call in calls:
@@ -86,8 +85,8 @@ async def test_a_post_longer_than_the_context_is_cut_not_refused(vllm: tuple[str
     rng = random.Random(9)
     filler = " ".join(rng.choice(["crypto", "wallet", "send", "now", "free", "giveaway", "bonus"]) for _ in range(9000))
     post = Post(id="long", text=f"FREE crypto giveaway!!! {filler} send 1 BTC to this wallet and get 2 BTC back")
-    async with httpx.AsyncClient() as http:
-        call = await JudgeClient("t1", settings, http).judge(spam, post)
+    async with httpx.AsyncClient() as http, JudgeClient("t1", settings) as client:
+        call = await client.judge(spam, post)
         whole = {**call.audit.request, "messages": [*call.audit.request["messages"][:-1],
                                                     {"role": "user", "content": post.text}]}  # fmt: skip
         refused = await http.post(f"{base_url}/v1/chat/completions", json=whole, timeout=240)

@@ -8,7 +8,6 @@ import asyncio
 import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from tests.helpers_policies import make_policy
@@ -59,8 +58,7 @@ async def test_least_in_flight_spreads_concurrent_calls_over_both(
     pair: tuple[SimulatorProcess, SimulatorProcess],
 ) -> None:
     a, b = pair
-    async with httpx.AsyncClient() as http:
-        client = JudgeClient("t1", settings(a, b, max_in_flight=8), http)
+    async with JudgeClient("t1", settings(a, b, max_in_flight=8)) as client:
         calls = await asyncio.gather(*(client.judge(POLICY, post(i, "[[sim: delay_ms=150]]")) for i in range(24)))
     assert all(c.answer is not None for c in calls)
     sa, sb = a.stats(), b.stats()
@@ -77,11 +75,10 @@ async def test_breaker_skips_a_dead_endpoint_then_probes_it_back(
     a, b = pair
     b.set_faults(outage=True)
     states: list[tuple[str, str]] = []
-    async with httpx.AsyncClient() as http:
-        client = JudgeClient(
-            "t1", settings(a, b, breaker_failures=3, breaker_cooldown_s=3.0), http,
-            on_breaker=lambda url, state: states.append((url, state)),
-        )  # fmt: skip
+    async with JudgeClient(
+        "t1", settings(a, b, breaker_failures=3, breaker_cooldown_s=3.0),
+        on_breaker=lambda url, state: states.append((url, state)),
+    ) as client:  # fmt: skip
         # Two calls at a time: least-in-flight gives B one of them whenever it is idle; every 503 from
         # B is retried (on A, or on B until its breaker opens). Every call still gets an answer.
         for i in range(12):
@@ -119,8 +116,7 @@ async def test_whole_tier_down_the_call_waits_and_the_tier_is_unavailable(
     a, b = pair
     for sim in pair:
         sim.set_faults(outage=True)
-    async with httpx.AsyncClient() as http:
-        client = JudgeClient("t1", settings(a, b, breaker_failures=2, breaker_cooldown_s=0.3), http)
+    async with JudgeClient("t1", settings(a, b, breaker_failures=2, breaker_cooldown_s=0.3)) as client:
         pending = asyncio.create_task(client.judge(POLICY, post(1, "[[sim: violation=1 confidence=high]]")))
         await wait_until(lambda: not client.available(), 10, "the tier to report unavailable")
         assert not pending.done(), "a judge that is down is not a verdict: the call keeps waiting"
@@ -134,9 +130,8 @@ async def test_whole_tier_down_the_call_waits_and_the_tier_is_unavailable(
 async def test_eval_budget_gives_up_on_a_dead_tier(pair: tuple[SimulatorProcess, SimulatorProcess]) -> None:
     a, _ = pair
     a.set_faults(outage=True)
-    async with httpx.AsyncClient() as http:
-        retries: list[str] = []
-        client = JudgeClient("t1", settings(a), http, give_up_after_s=0.5, on_retry=retries.append)
+    retries: list[str] = []
+    async with JudgeClient("t1", settings(a), give_up_after_s=0.5, on_retry=retries.append) as client:
         # Giving up is the behaviour under test; the deadline only stops a hang (no timing assertion).
         with pytest.raises(JudgeUnavailable):
             await asyncio.wait_for(client.judge(POLICY, post(1)), timeout=60)

@@ -96,8 +96,8 @@ def test_worker_logs_client_errors_per_change_or_once_a_minute() -> None:
         ("kafka_unreachable", "producer", "_TRANSPORT"),
         ("kafka_error", "producer", "_FATAL"),
     ]
-    assert not worker.ops.watch.broker_ok, "readiness still turns false on a broker-down error"
-    counted = {labels: child._value.get() for labels, child in worker.ops.metrics.kafka_errors._metrics.items()}
+    assert not worker.watch.broker_ok, "readiness still turns false on a broker-down error"
+    counted = {labels: child._value.get() for labels, child in worker.metrics.kafka_errors._metrics.items()}
     assert counted[("consumer", "config", "_AUTHENTICATION")] == 5, "every error is still counted"
 
 

@@ -20,8 +20,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration import test_deploy_files as deploy_files
 from tests.conftest import worker_env
+from tests.integration import test_deploy_files as deploy_files
 from tests.kafka_support import WorkerProcess, metric_samples, metrics, mixed_posts, produce, wait_for
 from worker.local.broker import EmbeddedBroker, create_topics
 from worker.ops.metrics import Metrics, consumer_lag_from_stats, usage_tokens

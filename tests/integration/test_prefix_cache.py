@@ -8,7 +8,6 @@ import asyncio
 import random
 from collections.abc import Iterator
 
-import httpx
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -59,8 +58,7 @@ def test_1000_posts_share_one_prefix_as_received_by_the_server(spam: Policy, sim
     posts = [random_post(rng, i) for i in range(1000)]
 
     async def send_all() -> None:
-        async with httpx.AsyncClient() as http:
-            client = JudgeClient("t1", Tier1JudgeSettings(base_urls=[sim.base_url], max_in_flight=32), http)
+        async with JudgeClient("t1", Tier1JudgeSettings(base_urls=[sim.base_url], max_in_flight=32)) as client:
             calls = await asyncio.gather(*(client.judge(spam, post) for post in posts))
         assert all(c.answer is not None for c in calls)
 

@@ -55,11 +55,11 @@ def judge_delay(i: int) -> str:
 
 
 def gauge(worker: Worker, name: str) -> float:
-    return worker.ops.metrics.registry.get_sample_value(name) or 0.0
+    return worker.metrics.registry.get_sample_value(name) or 0.0
 
 
 def over_cap_pushed_back(worker: Worker) -> float:
-    value = worker.ops.metrics.registry.get_sample_value("modstream_abandoned_records_total", {"reason": "over_cap"})
+    value = worker.metrics.registry.get_sample_value("modstream_abandoned_records_total", {"reason": "over_cap"})
     return value or 0.0
 
 
@@ -109,7 +109,7 @@ async def test_records_past_the_cap_are_pushed_back_never_held_or_skipped(
             180,
             "every post committed",
         )
-        assert worker.stream.flow.high_water <= CAP, f"held {worker.stream.flow.high_water} posts at once, cap {CAP}"
+        assert worker.flow.high_water <= CAP, f"held {worker.flow.high_water} posts at once, cap {CAP}"
     finally:
         stop.set()
         await asyncio.wait_for(running, 60)

@@ -10,7 +10,7 @@ from typing import Literal
 from funnel import FunnelResult
 from worker.config import EscalationSettings
 from worker.contracts import Confidence, JudgeAnswer
-from worker.judges.client import JudgeCall
+from worker.judges.protocol import JudgeCall
 from worker.policies.files import Policy
 
 Reason = Literal[

@@ -18,7 +18,7 @@ from worker.contracts import (
     Tier,
     Verdict,
 )
-from worker.judges.client import JudgeCall
+from worker.judges.protocol import JudgeCall
 
 WORKER_VERSION = "0.1.0"
 

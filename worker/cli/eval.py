@@ -219,7 +219,7 @@ def eval_command(
     whose decision changed. Against llama.cpp's server use --response-format json_object, a
     small --max-tokens and --no-logprobs.
     """
-    from worker.eval.orchestrate import EvalOptions, run_eval
+    from worker.eval.orchestrate import EvalError, EvalOptions, run_eval
 
     options = EvalOptions(
         policies_dir=policies_dir,
@@ -242,10 +242,21 @@ def eval_command(
     console = Console()
     if not console.is_terminal:  # piped or captured: do not squeeze the tables into 80 columns
         console.width = max(console.width, 150)
-    report = asyncio.run(run_eval(options, console, progress_factory=lambda: _progress(console)))
+    try:
+        done = asyncio.run(run_eval(options, console.print, progress_factory=lambda: _progress(console)))
+    except EvalError as exc:
+        raise click.ClickException(str(exc)) from None
+    new, old = done.new, done.old
+    console.print(metrics_table(f"{policies_dir} on {dataset} (tier {tier})", new.metrics(), new.overall()))
+    if done.skipped:
+        console.print(f"labels for policies not in {policies_dir} were skipped: {done.skipped}")
+    if old is not None:
+        console.print(metrics_table(f"{compare_dir} (old)", old.metrics(), old.overall()))
+        console.print(compare_table(old, new))
+        console.print(changes_table(done.report["compare"]["changed"]))
     if report_path is not None:
         report_path.parent.mkdir(parents=True, exist_ok=True)
-        report_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+        report_path.write_bytes(orjson.dumps(done.report, option=orjson.OPT_INDENT_2) + b"\n")
         console.print(f"report written to {report_path}")
 
 

@@ -1,4 +1,7 @@
-"""`modstream eval` orchestration: load, check the judges, run one or two policy versions, print."""
+"""`modstream eval` orchestration: load, check the judges, run one or two policy versions, build the report.
+
+Printing is the command's (worker.cli.eval): this module hands back the runs and the report.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import click
 import httpx
-from rich.console import Console
 from rich.progress import Progress
 
-from worker.cli.eval import changes_table, compare_table, metrics_table
 from worker.config import EscalationSettings, JudgeTierSettings, Tier1JudgeSettings, Tier2JudgeSettings
 from worker.eval.run import EvalJudges, Evaluator, list_models
 from worker.eval.scoring import (
@@ -49,11 +49,23 @@ class EvalOptions:
     logprobs: bool = True
 
 
+class EvalError(Exception):
+    """Something the user must fix (a policy directory, the dataset, a judge that does not answer)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EvalRun:
+    new: RunSummary
+    old: RunSummary | None  # with --compare
+    skipped: dict[str, int]  # labels naming policies that are not loaded, per policy id
+    report: dict[str, Any]
+
+
 def _load(directory: Path) -> PolicySet:
     try:
         return load_policy_dir(directory)
     except PolicyError as exc:
-        raise click.ClickException(f"cannot load policies: {exc}") from None
+        raise EvalError(f"cannot load policies: {exc}") from None
 
 
 async def _model(http: httpx.AsyncClient, url: str, wanted: str | None) -> str:
@@ -61,13 +73,13 @@ async def _model(http: httpx.AsyncClient, url: str, wanted: str | None) -> str:
     try:
         served = await list_models(http, url)
     except (httpx.HTTPError, ValueError) as exc:
-        raise click.ClickException(f"judge {url} does not answer GET /models: {exc}") from None
+        raise EvalError(f"judge {url} does not answer GET /models: {exc}") from None
     if wanted is None:
         if len(served) != 1:
-            raise click.ClickException(f"judge {url} serves {served or 'no models'}; pick one with --model")
+            raise EvalError(f"judge {url} serves {served or 'no models'}; pick one with --model")
         return served[0]
     if wanted not in served:
-        raise click.ClickException(f"judge {url} does not serve model {wanted!r} (it lists {served})")
+        raise EvalError(f"judge {url} does not serve model {wanted!r} (it lists {served})")
     return wanted
 
 
@@ -87,18 +99,18 @@ def _tier_settings(cls: type[JudgeTierSettings], url: str, model: str, o: EvalOp
     )
 
 
-async def run_eval(o: EvalOptions, console: Console, progress_factory: Callable[[], Progress]) -> dict[str, Any]:
+async def run_eval(o: EvalOptions, say: Callable[[str], None], progress_factory: Callable[[], Progress]) -> EvalRun:
     new_set = _load(o.policies_dir)
     old_set = _load(o.compare_dir) if o.compare_dir else None
     ids = [p.id for p in new_set.policies]
     try:
         items = load_dataset(o.dataset, ids)
     except DatasetError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise EvalError(str(exc)) from None
     if o.limit is not None:
         items = [item for item in items if any(pid in item.labels for pid in ids)][: o.limit]
     if not pairs_for(items, ids):
-        raise click.ClickException(f"no post in {o.dataset} is labelled for a policy in {o.policies_dir} ({ids})")
+        raise EvalError(f"no post in {o.dataset} is labelled for a policy in {o.policies_dir} ({ids})")
     t2_url = o.judge_t2_url or o.judge_url
     async with httpx.AsyncClient(timeout=o.timeout_s) as http:
         t1_model = await _model(http, o.judge_url, o.model) if o.tier != "t2" else ""
@@ -115,18 +127,18 @@ async def run_eval(o: EvalOptions, console: Console, progress_factory: Callable[
             multi_policy=o.multi_policy,
             concurrency=o.concurrency,
         )
-        evaluator = Evaluator(judges, http)
-        console.print(
+        evaluator = Evaluator(judges)
+        say(
             f"eval: {len(items)} posts, tier {o.tier}, judge {o.judge_url} ({t1_model or t2_model})"
             + (f", tier 2 {t2_url} ({t2_model})" if o.tier == "cascade" else "")
         )
-        new = await _run(evaluator, new_set, items, f"{o.policies_dir}", progress_factory)
-        old = await _run(evaluator, old_set, items, f"{o.compare_dir}", progress_factory) if old_set else None
-    console.print(metrics_table(f"{o.policies_dir} on {o.dataset} (tier {o.tier})", new.metrics(), new.overall()))
+        try:
+            new = await _run(evaluator, new_set, items, f"{o.policies_dir}", progress_factory)
+            old = await _run(evaluator, old_set, items, f"{o.compare_dir}", progress_factory) if old_set else None
+        finally:
+            await evaluator.aclose()
     texts = {item.post.id: item.post.text for item in items}
     skipped = unloaded_labels(items, ids)
-    if skipped:
-        console.print(f"labels for policies not in {o.policies_dir} were skipped: {skipped}")
     report = build_report(
         str(o.dataset),
         o.tier,
@@ -142,11 +154,7 @@ async def run_eval(o: EvalOptions, console: Console, progress_factory: Callable[
         old,
         texts,
     )
-    if old is not None:
-        console.print(metrics_table(f"{o.compare_dir} (old)", old.metrics(), old.overall()))
-        console.print(compare_table(old, new))
-        console.print(changes_table(report["compare"]["changed"]))
-    return report
+    return EvalRun(new, old, skipped, report)
 
 
 async def _run(

@@ -1,7 +1,7 @@
 """Eval harness, I/O part: judge labelled (post, policy) pairs with the real JudgeClient, no Kafka.
 
-The cascade uses the worker's own pure functions (`escalation_reasons`, `settle`, `decide`), so an
-eval measures the decisions the worker would make. The funnel is not run: every labelled pair is
+--tier cascade runs the worker's own cascade (`worker.cascade.tiers.cascade`) and decides with
+`decide`, so an eval measures the decisions the worker would make. The funnel is not run: every labelled pair is
 judged, and the funnel-disagreement reason therefore never fires here.
 """
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import httpx
 
 from funnel import FunnelResult
-from worker.cascade.escalate import PolicyOutcome, escalation_reasons, settle
-from worker.cascade.pipeline import ask
+from worker.cascade.escalate import PolicyOutcome
+from worker.cascade.tiers import Judges, ask, cascade
 from worker.cascade.verdict import decide
 from worker.config import EscalationSettings, JudgeTierSettings
 from worker.eval.scoring import EvalTier, LabelledPost, PairResult, RunSummary, pairs_for
@@ -97,10 +97,23 @@ def unavailable(item: LabelledPost, policy: Policy, tier: EvalTier) -> PairResul
 class Evaluator:
     """Judges every labelled pair of a dataset under one policy set."""
 
-    def __init__(self, judges: EvalJudges, http: httpx.AsyncClient) -> None:
+    def __init__(self, judges: EvalJudges) -> None:
         self.judges = judges
-        self.t1 = JudgeClient("t1", judges.t1, http, give_up_after_s=judges.give_up_after_s)
-        self.t2 = JudgeClient("t2", judges.t2, http, give_up_after_s=judges.give_up_after_s)
+        # Each client owns its HTTP session (closed by `aclose`).
+        self.t1 = JudgeClient("t1", judges.t1, give_up_after_s=judges.give_up_after_s)
+        self.t2 = JudgeClient("t2", judges.t2, give_up_after_s=judges.give_up_after_s)
+        many = judges.multi_policy
+        self.cascade_judges = Judges(
+            t1=self.t1.judge,
+            t2=self.t2.judge,
+            rules=judges.rules,
+            t1_many=self.t1.judge_many if many else None,
+            t2_many=self.t2.judge_many if many else None,
+        )
+
+    async def aclose(self) -> None:
+        await self.t1.aclose()
+        await self.t2.aclose()
 
     async def run(
         self, policies: PolicySet, items: Sequence[LabelledPost], advance: Callable[[int], None] | None = None
@@ -128,24 +141,20 @@ class Evaluator:
         j = self.judges
         first = self.t2 if j.tier == "t2" else self.t1
         try:
-            calls = await ask(first.judge, first.judge_many if j.multi_policy else None, policies, item.post)
             if j.tier != "cascade":
+                calls = await ask(first.judge, first.judge_many if j.multi_policy else None, policies, item.post)
                 outcomes = [PolicyOutcome(c.policy, c, unresolved=c.answer is None) for c in calls]
                 return [pair_result(item, o, [c]) for o, c in zip(outcomes, calls, strict=True)]
-            reasons = [escalation_reasons(c, _unscreened(c.policy), item.post.id, j.rules) for c in calls]
-            escalated = [c.policy for c, why in zip(calls, reasons, strict=True) if why]
-            t2_calls = await ask(self.t2.judge, self.t2.judge_many if j.multi_policy else None, escalated, item.post)
+            done = await cascade(item.post, policies, self.cascade_judges, _unscreened(policies))
         except JudgeUnavailable:
             return [unavailable(item, p, j.tier) for p in policies]
-        t2_by_id = {c.policy.id: c for c in t2_calls}
         results = []
-        for call, why in zip(calls, reasons, strict=True):
-            t2 = t2_by_id.get(call.policy.id)
-            outcome = settle(call, list(why), t2, j.rules)
+        for call, outcome in zip(done.t1_calls, done.outcomes, strict=True):
+            t2 = done.t2_for(call.policy.id)
             results.append(pair_result(item, outcome, [call] if t2 is None else [call, t2]))
         return results
 
 
-def _unscreened(policy: Policy) -> FunnelResult:
+def _unscreened(policies: Sequence[Policy]) -> FunnelResult:
     # No funnel in eval: the pair is judged because it is labelled, not because it was screened in.
-    return FunnelResult(candidates=[policy.id], scores={}, signals={}, very_sure=[])
+    return FunnelResult(candidates=[p.id for p in policies], scores={}, signals={}, very_sure=[])

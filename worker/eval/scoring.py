@@ -1,10 +1,7 @@
 """Eval harness, pure part: the labelled dataset, per-pair results, metrics, and version diffs.
 
-A labelled dataset is JSONL, one post per line:
-    {"id": "p1", "text": "...", "labels": {"spam-scams": 1, "harassment": 0}}
-or, for one policy per line, {"id", "text", "label": 0|1, "policy": "spam-scams"} (the `policy`
-field may be left out when only one policy is loaded). A policy missing from `labels` means
-"not labelled", not "safe": each policy is scored only on the posts labelled for it.
+A labelled dataset is JSONL read by the project's one reader, `funnel.labelled` (its docstring gives
+the format); here each line must also be a valid Post with a unique id.
 
 Confusion counts use the judge's violation flag on the deciding answer. Pairs without any valid
 answer (truncated, invalid JSON, judge unavailable) are counted as `no_answer` and left out of
@@ -18,17 +15,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import orjson
 from pydantic import ValidationError
 
+from funnel.labelled import LabelledError, parse_labelled
 from worker.contracts import Decision, Post
 
 EvalTier = Literal["t1", "t2", "cascade"]
 REPORT_SCHEMA = "modstream.eval/1"
-
-
-class DatasetError(ValueError):
-    """A dataset line that cannot be used; the message names the file and line."""
+# A dataset line that cannot be used; the message names the file and line.
+DatasetError = LabelledError
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,45 +32,21 @@ class LabelledPost:
     labels: dict[str, int]
 
 
-def _label(value: Any, where: str) -> int:
-    if isinstance(value, bool) or value in (0, 1):
-        return int(value)
-    raise DatasetError(f"{where}: a label must be 0 or 1, not {value!r}")
-
-
 def parse_dataset(lines: Iterable[str], policy_ids: Sequence[str], source: str = "dataset") -> list[LabelledPost]:
-    """Parse labelled JSONL; raises DatasetError naming the first bad line."""
+    """Parse labelled JSONL (`funnel.labelled`); each line must also be a valid Post with a unique id.
+    Raises DatasetError naming the first bad line."""
     items: list[LabelledPost] = []
     seen: set[str] = set()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{source}:{number}"
+    for row in parse_labelled(lines, source, policy_ids):
         try:
-            data = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise DatasetError(f"{where}: not JSON ({exc})") from None
-        if not isinstance(data, dict):
-            raise DatasetError(f"{where}: each line must be a JSON object")
-        try:
-            post = Post.model_validate(data)
+            post = Post.model_validate(row.data)
         except ValidationError as exc:
-            raise DatasetError(f"{where}: not a post ({exc.errors()[0]['msg']} at {exc.errors()[0]['loc']})") from None
+            error = exc.errors()[0]
+            raise DatasetError(f"{row.where}: not a post ({error['msg']} at {error['loc']})") from None
         if post.id in seen:
-            raise DatasetError(f"{where}: duplicate id {post.id!r}")
+            raise DatasetError(f"{row.where}: duplicate id {post.id!r}")
         seen.add(post.id)
-        if isinstance(data.get("labels"), dict):
-            labels = {str(k): _label(v, f"{where} labels.{k}") for k, v in data["labels"].items()}
-        elif "label" in data:
-            policy = data.get("policy")
-            if policy is None:
-                if len(policy_ids) != 1:
-                    raise DatasetError(f"{where}: 'label' needs a 'policy' field when several policies are loaded")
-                policy = policy_ids[0]
-            labels = {str(policy): _label(data["label"], f"{where} label")}
-        else:
-            raise DatasetError(f"{where}: needs 'labels' {{policy_id: 0|1}} or 'label' (+ 'policy')")
-        items.append(LabelledPost(post, labels))
+        items.append(LabelledPost(post, row.labels))
     return items
 
 

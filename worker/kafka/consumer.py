@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 import structlog
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
+from worker.kafka.types import TopicPartitionKey
 from worker.ops.logs import kafka_logger
-from worker.stream.offsets import TopicPartitionKey
 
 log = structlog.get_logger("modstream.consume")
 # How often librdkafka reports statistics (consumer lag per partition) when asked to.

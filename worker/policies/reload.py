@@ -39,8 +39,9 @@ def build_runtime(
     files: dict[Path, bytes],
     languages: LanguageConfig | None = DEFAULT_LANGUAGES,
     use_heads: bool = False,
+    embeddings: bool = True,
 ) -> PolicyRuntime:
-    return PolicyRuntime.build(load_policy_files(directory, files), languages, use_heads)
+    return PolicyRuntime.build(load_policy_files(directory, files), languages, use_heads, embeddings)
 
 
 def read_watched(directory: Path) -> tuple[dict[Path, bytes], str]:
@@ -68,15 +69,18 @@ class PolicyReloader:
         count: Callable[[ReloadResult], None] | None = None,
         languages: LanguageConfig | None = DEFAULT_LANGUAGES,
         use_heads: bool = False,
+        embeddings: bool = True,
     ) -> None:
         """Loads the directory now: a broken directory at start-up is a start-up error (PolicyError).
         `languages`: the project's language settings for every funnel built (None: no language step);
-        `use_heads`: score with the directory's fitted heads (Settings.funnel_heads)."""
+        `use_heads`: score with the directory's fitted heads (Settings.funnel_heads); `embeddings`:
+        the funnel's embedding stage (Settings.funnel_embeddings; False: keywords and patterns only)."""
         self.directory = directory
         self.languages = languages
         self.use_heads = use_heads
+        self.embeddings = embeddings
         files, self._seen = read_watched(directory)
-        self.runtime = build_runtime(directory, files, languages, use_heads)
+        self.runtime = build_runtime(directory, files, languages, use_heads, embeddings)
         self._serving = self._seen  # fingerprint of what `runtime` was built from
         self._count = count
         self._wake = asyncio.Event()
@@ -108,7 +112,9 @@ class PolicyReloader:
         # Remember what we tried even if it fails: one error per broken edit, not one per poll.
         self._seen = fingerprint
         try:
-            runtime = await asyncio.to_thread(build_runtime, self.directory, files, self.languages, self.use_heads)
+            runtime = await asyncio.to_thread(
+                build_runtime, self.directory, files, self.languages, self.use_heads, self.embeddings
+            )
         except Exception as exc:  # PolicyError, a funnel pattern that does not compile, ...
             return self._failed(f"{type(exc).__name__}: {exc}", fingerprint)
         old = self.runtime.policies

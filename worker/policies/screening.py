@@ -4,12 +4,13 @@ the scoring; this module binds it to one policy snapshot and keeps it off the ev
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import structlog
 
-from funnel import Funnel, FunnelResult, PolicySpec, load_thresholds, specs_from_hints
+from funnel import DEFAULT_MODEL_DIR, Funnel, FunnelResult, PolicySpec, load_thresholds, specs_from_hints
 from funnel.core import DEFAULT_LANGUAGES
 from funnel.heads import load_heads
 from funnel.language import UNDETERMINED, LanguageConfig
@@ -40,18 +41,26 @@ class PolicyRuntime:
 
     @classmethod
     def build(
-        cls, policies: PolicySet, languages: LanguageConfig | None = DEFAULT_LANGUAGES, use_heads: bool = False
+        cls,
+        policies: PolicySet,
+        languages: LanguageConfig | None = DEFAULT_LANGUAGES,
+        use_heads: bool = False,
+        embeddings: bool = True,
     ) -> PolicyRuntime:
         """`languages`: the project's language settings (`Settings.languages.config()`); None
         turns the language step off. `use_heads`: score with the fitted heads of the policy
-        directory (`Settings.funnel_heads`; off by default, see docs/funnel.md)."""
+        directory (`Settings.funnel_heads`; off by default, see docs/funnel.md). `embeddings`
+        False (`Settings.funnel_embeddings`): keywords and patterns only, the embedding model is
+        not loaded, and heads (which read the embedding) are not used."""
         # A shadow policy with a live twin is screened as its twin (same candidates), so its
         # agreement is measured on exactly the posts the live version sees; it has no funnel column.
         screened = [p for p in policies.policies if p.meta.shadow_of is None]
         specs = specs_from_policies(screened, load_thresholds(policies.directory))
         # Fitted heads (`modstream funnel fit`) where present and still fitting the policy; a
         # policy whose funnel block changed since the fit is scored the old way (warned, counted).
-        funnel = Funnel.build(specs, languages=languages, heads=load_heads(policies.directory) if use_heads else None)
+        heads = load_heads(policies.directory) if use_heads and embeddings else None
+        model_dir = DEFAULT_MODEL_DIR if embeddings else None
+        funnel = Funnel.build(specs, model_dir=model_dir, languages=languages, heads=heads)
         if funnel.stale_heads:
             log.warning("funnel_heads_stale", policies=funnel.stale_heads, hint="re-run modstream funnel fit")
         return cls(policies, funnel)
@@ -86,6 +95,8 @@ class PolicyRuntime:
 def with_bypass(result: FunnelResult, post_id: str, rates: Mapping[str, float]) -> FunnelResult:
     """`result` with `sampled` set: the policies it was cleared for that the bypass sample
     (funnel.recall.bypass_policies, deterministic by post id) sends to tier 1 anyway."""
+    if max(rates.values(), default=0.0) <= 0.0:  # no bypass sample (the default): no hashing per policy
+        return result
     chosen = bypass_policies(post_id, result, rates, 0.0)
     return replace(result, sampled=chosen) if chosen else result
 
@@ -120,7 +131,8 @@ async def screen(
 
 
 def count_screened(metrics: Metrics, results: Iterable[FunnelResult | Exception]) -> None:
-    """`modstream_funnel_posts_total{lang,route}`: posts screened per language and route."""
-    for result in results:
-        if isinstance(result, FunnelResult):
-            metrics.funnel_posts.labels(result.lang or UNDETERMINED, result.route).inc()
+    """`modstream_funnel_posts_total{lang,route}`: posts screened per language and route (one
+    increment per distinct pair of the batch: `labels()` costs more than the counting)."""
+    counts = Counter((r.lang or UNDETERMINED, r.route) for r in results if isinstance(r, FunnelResult))
+    for (lang, route), count in counts.items():
+        metrics.funnel_posts.labels(lang, route).inc(count)

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-TopicPartitionKey = tuple[str, int]
+from worker.kafka.types import TopicPartitionKey
+
+__all__ = ["OffsetTracker", "TopicPartitionKey"]
 
 
 @dataclass(slots=True)
@@ -42,6 +44,22 @@ class OffsetTracker:
             state.finished.discard(done)
             state.committable = done + 1
 
+    def finish_many(self, tp: TopicPartitionKey, offsets: list[int]) -> None:
+        """`finish` for a group of offsets of one partition (the fast path's batch): one pass over
+        the partition's queue however many there are."""
+        state = self._partitions.get(tp)
+        if state is None:
+            return
+        finished = state.finished
+        finished.update(offsets)
+        started = state.started
+        done = None
+        while started and started[0] in finished:
+            done = started.popleft()
+            finished.discard(done)
+        if done is not None:
+            state.committable = done + 1
+
     def to_commit(self) -> dict[TopicPartitionKey, int]:
         """Offsets that advanced since the last `mark_committed` (next offset to read, per partition)."""
         return {
@@ -54,6 +72,11 @@ class OffsetTracker:
         for tp, offset in offsets.items():
             if tp in self._partitions:
                 self._partitions[tp].committed = offset
+
+    def epoch(self, tp: TopicPartitionKey) -> object | None:
+        """A token that changes whenever the partition is forgotten (revoke, lost, rewind, assign):
+        work started under one epoch must not finish or publish under another."""
+        return self._partitions.get(tp)
 
     def in_flight(self, tp: TopicPartitionKey) -> int:
         state = self._partitions.get(tp)

@@ -8,6 +8,7 @@ import signal
 import structlog
 
 from worker.config import Settings
+from worker.ops.threads import size_thread_pools
 from worker.stream.worker import Worker
 
 log = structlog.get_logger("modstream.serve")
@@ -24,6 +25,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> W
             installed.append(sig)
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
+    # Native thread pools (BLAS, tokenizers) sized before the funnel is built (worker/ops/threads.py).
+    size_thread_pools(settings.blas_threads, settings.tokenizer_threads)
     worker = Worker(settings)
     try:
         # SIGHUP: reload the policy directory now (see worker/policies/reload.py).

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from worker.judges.breaker import CircuitBreaker
-from worker.judges.client import Endpoints
+from worker.judges.endpoints import Endpoints
 
 A, B = "http://a/v1", "http://b/v1"
 

@@ -1,4 +1,4 @@
-"""Per-tier output budgets and post truncation (worker/judges/budget.py, worker/judges/client.py), pure; the
+"""Per-tier output budgets and post truncation (worker/judges/budget.py, worker/judges/protocol.py), pure; the
 settings' defaults against what compose and Helm serve."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tests.helpers_policies import make_policy
 from worker.config import Tier1JudgeSettings, Tier2JudgeSettings
 from worker.contracts import ContextTurn, Post
 from worker.judges.budget import MIN_POST_TOKENS, TEMPLATE_OVERHEAD_TOKENS, cut_middle, estimate_tokens, plan_budget
-from worker.judges.client import build_request, fit_user_message, prepare_request
+from worker.judges.protocol import build_request, fit_user_message, prepare_request
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -8,8 +8,8 @@ import pytest
 from tests.helpers_policies import make_policy
 from worker.config import Tier1JudgeSettings
 from worker.contracts import JudgeAnswer, Post
-from worker.judges.client import build_multi_request, build_request, parse_multi_answer
 from worker.judges.multipolicy import MULTI_HEADER, multi_prompt, split_sections
+from worker.judges.protocol import build_multi_request, build_request, parse_multi_answer
 from worker.sim.script import script
 
 # The simulator files a violation under the first category the OUTPUT FORMAT section allows.

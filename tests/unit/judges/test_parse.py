@@ -4,7 +4,7 @@ import pytest
 from tests.helpers_policies import make_policy
 from worker.config import Tier1JudgeSettings
 from worker.contracts import JudgeAnswer, Post
-from worker.judges.client import build_request, parse_answer
+from worker.judges.protocol import build_request, parse_answer
 
 GOOD = '{"violation": 1, "policy_category": "spam", "rule_ids": ["SP1"], "confidence": "high", "rationale": "ad"}'
 

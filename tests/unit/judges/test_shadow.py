@@ -15,7 +15,7 @@ from worker.cascade.escalate import escalation_reasons
 from worker.cascade.pipeline import Judges, judge_post
 from worker.config import EscalationSettings
 from worker.contracts import AuditCall, JudgeAnswer, Post, SourceRef
-from worker.judges.client import JudgeCall
+from worker.judges.protocol import JudgeCall
 from worker.policies.files import Policy, PolicyError, load_policy_dir
 from worker.policies.screening import PolicyRuntime
 

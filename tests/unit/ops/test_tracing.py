@@ -185,9 +185,9 @@ def test_judge_request_carries_the_bound_trace_headers_and_an_unchanged_body(sim
     post = Post(id="p1", text="FREE MONEY!!! crypto giveaway, send 1 BTC and get 2 back")
 
     async def judge(headers: list[tuple[str, bytes | None]]) -> None:
-        async with httpx.AsyncClient() as http:
+        async with JudgeClient("t1", tier) as client:
             bind_trace(select_headers(headers, DEFAULT_PASSTHROUGH).headers)
-            await JudgeClient("t1", tier, http).judge(policy, post)
+            await client.judge(policy, post)
 
     asyncio.run(judge([("traceparent", TP), ("tracestate", b"rojo=1"), ("tenant-id", b"acme")]))
     asyncio.run(judge([]))

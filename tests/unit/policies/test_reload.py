@@ -135,3 +135,49 @@ async def test_a_new_thresholds_sidecar_is_reloaded_and_a_broken_one_rejected(po
     assert await reloader.check() == "error"
     assert reloader.runtime is serving
     assert counts.results == ["ok", "error"]
+
+
+async def test_keywords_only_never_loads_the_embedding_model_and_keeps_keyword_candidates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`funnel_embeddings: false`: the runtime (first build and every reload) has no embedding
+    stage, and the keyword and pattern stages decide exactly as with embeddings on."""
+    shipped = Path(__file__).resolve().parents[3] / "policies"
+    texts = [
+        "crypto giveaway, send 1 BTC get 2 back",
+        "selling aimbot undetected",
+        "paid review 5 stars",
+        "Had a lovely walk by the river",
+        "k i l l yourself",
+        "fr33 v-bucks at bit.ly/x",
+    ]
+    full = PolicyReloader(shipped).runtime.funnel.score_batch(texts)
+
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the embedding model must not be loaded with embeddings off")
+
+    monkeypatch.setattr("funnel.core.load_embedder", no_model)
+    reloader = PolicyReloader(shipped, embeddings=False, use_heads=True)
+    assert await reloader.check(force=True) == "unchanged"  # a rebuild, still without the model
+    funnel = reloader.runtime.funnel
+    assert funnel.embedder is None and funnel.exemplars is None and funnel.fit_id is None
+    lexical = funnel.score_batch(texts)
+
+    def lexical_signals(signals: dict[str, list[str]]) -> dict[str, list[str]]:
+        kept = {k: [s for s in v if s.startswith(("keyword:", "pattern:"))] for k, v in signals.items()}
+        return {k: v for k, v in kept.items() if v}
+
+    assert [lexical_signals(r.signals) for r in full] == [r.signals for r in lexical]
+    assert any(r.candidates for r in lexical)
+    for with_embedding, keywords_only in zip(full, lexical, strict=True):
+        # Embeddings only add evidence: every keyword/pattern candidate stays a candidate.
+        assert set(keywords_only.candidates) <= set(with_embedding.candidates)
+        assert not any(s.startswith("embedding:") for v in keywords_only.signals.values() for s in v)
+
+
+def test_the_setting_reads_its_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.config import Settings
+
+    assert Settings().funnel_embeddings is True
+    monkeypatch.setenv("MODSTREAM_FUNNEL_EMBEDDINGS", "false")
+    assert Settings().funnel_embeddings is False

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from funnel.labelled import load_labeled
 from worker.contracts import JudgeAnswer, Post
+from worker.eval.scoring import parse_dataset
 from worker.judges.tokens import count_tokens
 from worker.policies.files import PolicySet, load_policy_dir
 from worker.policies.lint import (
@@ -178,6 +180,10 @@ def test_most_exemplars_hit_their_own_keywords_or_patterns(policy_set: PolicySet
 
 
 def test_eval_set_lines_are_valid() -> None:
+    # The project's one labelled-set reader accepts every line, as eval and the funnel tools will.
+    assert len(parse_dataset(EVAL_SET.read_text(encoding="utf-8").splitlines(), sorted(REQUIRED_IDS))) == len(
+        load_labeled(EVAL_SET)
+    )
     rows = _jsonl(EVAL_SET)
     ids = [r["id"] for r in rows]
     assert len(ids) == len(set(ids))

@@ -69,3 +69,41 @@ def test_random_completion_order_never_commits_past_an_unfinished_offset() -> No
         if lowest_unfinished is not None:
             assert committable is None or committable <= lowest_unfinished
     assert tracker.to_commit() == {} and tracker.total_in_flight == 0
+
+
+def test_finish_many_equals_finishing_one_by_one() -> None:
+    rng = random.Random(13)
+    for _ in range(200):
+        offsets = sorted(rng.sample(range(100), rng.randint(1, 30)))
+        bulk, single = OffsetTracker(), OffsetTracker()
+        for offset in offsets:
+            bulk.start(TP, offset)
+            single.start(TP, offset)
+        done = rng.sample(offsets, rng.randint(0, len(offsets)))
+        groups = [done[i : i + 5] for i in range(0, len(done), 5)]
+        for group in groups:
+            bulk.finish_many(TP, group)
+            for offset in group:
+                single.finish(TP, offset)
+            assert bulk.to_commit() == single.to_commit()
+            assert bulk.in_flight(TP) == single.in_flight(TP)
+
+
+def test_finish_many_of_a_forgotten_partition_is_ignored() -> None:
+    tracker = OffsetTracker()
+    tracker.start(TP, 1)
+    tracker.forget(TP)
+    tracker.finish_many(TP, [1])
+    assert tracker.to_commit() == {}
+    assert tracker.total_in_flight == 0
+
+
+def test_finish_many_waits_for_an_earlier_gap() -> None:
+    tracker = OffsetTracker()
+    for offset in range(10):
+        tracker.start(TP, offset)
+    tracker.finish_many(TP, list(range(1, 10)))
+    assert tracker.to_commit() == {}
+    tracker.finish_many(TP, [0])
+    assert tracker.to_commit() == {TP: 10}
+    assert tracker.total_in_flight == 0

@@ -1,0 +1,3 @@
+from worker.policies.lint.command import main
+
+raise SystemExit(main())
