@@ -6,8 +6,8 @@ polls and hands each report to the event loop, resolving the future `send` await
 A producer that hit a fatal error (e.g. an idempotent producer whose sequence state a restarted
 broker no longer knows) is unusable: `restart()` replaces it with a fresh instance. Records still
 queued in the old one are purged, which fails their `send` with `DeliveryFailed`; the caller
-(`Worker._deliver`) sends them again through the new instance, so none is dropped (a purged
-in-flight record may have landed: at-least-once, a duplicate at worst).
+(`AtLeastOnceOutputs.send`, worker/stream/outputs.py) sends them again through the new instance,
+so none is dropped (a purged in-flight record may have landed: at-least-once, a duplicate at worst).
 """
 
 from __future__ import annotations
