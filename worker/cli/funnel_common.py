@@ -138,22 +138,27 @@ def load_labeled_files(paths: Sequence[Path], policy_ids: Sequence[str]) -> list
     return posts
 
 
+def read_json_lines(path: Path) -> list[Any]:
+    """Every non-blank line of a JSONL export (verdicts, audit records) parsed; a bad line is a CLI error."""
+    records: list[Any] = []
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(orjson.loads(line))
+            except orjson.JSONDecodeError as exc:
+                raise click.ClickException(f"{path}:{number}: not JSON ({exc})") from None
+    return records
+
+
 def load_audit_files(paths: Sequence[Path], policy_ids: Sequence[str], console: Console) -> list[LabeledPost]:
     """Audit records as labelled posts (worker/eval/teacher.py), policies outside POLICIES dropped."""
     report = TeacherReport()
     posts: list[LabeledPost] = []
     known = set(policy_ids)
     for path in paths:
-        records = []
-        with path.open("rb") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    records.append(orjson.loads(line))
-                except orjson.JSONDecodeError as exc:
-                    raise click.ClickException(f"{path}:{number}: not JSON ({exc})") from None
-        for post in labelled_from_audit(records, report):
+        for post in labelled_from_audit(read_json_lines(path), report):
             labels = {pid: v for pid, v in post.labels.items() if pid in known}
             if labels:
                 posts.append(LabeledPost(post.id, post.text, labels))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 import orjson
@@ -11,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from funnel.recall import tracker_from_verdicts
-from worker.cli.funnel_common import load_policies
+from worker.cli.funnel_common import load_policies, read_json_lines
 
 
 @click.command("recall")
@@ -40,15 +39,7 @@ def recall_command(audit_path: Path, policies_dir: Path | None, rate: float | No
     """Estimated funnel recall per policy from the judge's verdicts on candidates and on
     bypass-sampled cleared posts, with a Wilson 95 % interval."""
     known = [p.id for p in load_policies(policies_dir).policies] if policies_dir is not None else None
-    records: list[dict[str, Any]] = []
-    with audit_path.open("rb") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(orjson.loads(line))
-            except orjson.JSONDecodeError as exc:
-                raise click.ClickException(f"{audit_path}:{number}: not JSON ({exc})") from exc
+    records = read_json_lines(audit_path)
     try:
         estimates = tracker_from_verdicts(records, rate, known).estimates()
     except ValueError as exc:
