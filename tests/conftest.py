@@ -25,7 +25,7 @@ def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
 
 @pytest.fixture
 def topics(broker: EmbeddedBroker) -> dict[str, int]:
-    wanted = {"posts": 4, "actions": 4, "audit": 4, "dlq": 1}
+    wanted = {"posts": 4, "actions": 4, "audit": 4, "dlq": 1, "review": 2}
     create_topics(broker.bootstrap_servers, wanted)
     return wanted
 

@@ -119,6 +119,11 @@ def server_env(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+# json_schema output without free whitespace between tokens (docs/vllm-cpu.md): a 135M model otherwise
+# pads an answer with blank lines until max_tokens cuts it (seen once a policy's example changed).
+COMPACT_JSON = ("--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}')
+
+
 def default_extra_args() -> tuple[str, ...]:
     """Extra server flags from $MODSTREAM_VLLM_CPU_ARGS (e.g. "-O0": no torch.compile, ~50 s start)."""
     return tuple(shlex.split(os.environ.get("MODSTREAM_VLLM_CPU_ARGS", "")))
@@ -173,7 +178,7 @@ def start_vllm_cpu_server(
     marker = read_marker()
     assert marker is not None
     name = marker.get("served_model_name", "smollm2-135m")
-    args = ("--max-model-len", "4096", "--dtype", "bfloat16", *default_extra_args(), *extra_args)
+    args = ("--max-model-len", "4096", "--dtype", "bfloat16", *COMPACT_JSON, *default_extra_args(), *extra_args)
     with _run_server(
         marker["python"], marker["model_dir"], [name], args, extra_env or {}, startup_timeout_s, log_path
     ) as (base_url, _startup_s, _log):

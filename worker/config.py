@@ -25,7 +25,7 @@ from worker.config_errors import ConfigError as ConfigError  # re-exported: `fro
 from worker.config_errors import check_yaml_file as check_yaml_file
 from worker.config_errors import describe_settings_error, describe_validation_error
 from worker.contracts import Confidence, PViolationBand, ReasoningEffort
-from worker.ops.tracing import DEFAULT_PASSTHROUGH, RESERVED_PREFIXES
+from worker.ops.tracing import DEFAULT_PASSTHROUGH, RESERVED_PREFIXES, TracingSettings
 
 if TYPE_CHECKING:
     from funnel.language import LanguageConfig
@@ -57,8 +57,9 @@ def is_secret_kafka_key(key: str) -> bool:
     return lowered in SECRET_KAFKA_KEYS or any(word in lowered for word in SECRET_KEY_WORDS)
 
 
-# Env vars of modstream's own scripts and tests (caches, the vLLM CPU test env), not settings.
-TOOLING_ENV_PREFIXES = ("MODSTREAM_CACHE", "MODSTREAM_VLLM_")
+# Env vars of modstream's own scripts and tests (caches, the vLLM CPU test env) and of the review
+# console's options (`modstream review serve`: MODSTREAM_CONSOLE_TOKENS ...), not settings.
+TOOLING_ENV_PREFIXES = ("MODSTREAM_CACHE", "MODSTREAM_VLLM_", "MODSTREAM_CONSOLE_")
 
 
 class KafkaSettings(BaseModel):
@@ -94,6 +95,11 @@ class TopicSettings(BaseModel):
     actions: str = "actions"
     audit: str = "audit"
     dlq: str = "dlq"
+    # Review queue (worker/review/, docs/workflow.md): records waiting for a human, and their decisions.
+    review: str = "review"
+    review_decisions: str = "review-decisions"
+    appeals: str = "appeals"  # Appeal records, read by `modstream appeals serve`
+    retry: str = "retry"  # posts past record_deadline_s waiting for another attempt (docs/workflow.md)
 
 
 class HeaderSettings(BaseModel):
@@ -213,6 +219,10 @@ class EscalationSettings(BaseModel):
     bypass_sample_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     # A tier-2 answer below this confidence is "unsure": the decision becomes `review`.
     t2_min_confidence: Confidence = "medium"
+    # Severe negatives (docs/judges.md §2): a severe policy's tier-1 "safe" vs a very sure funnel -> tier 2;
+    on_severe_negative: bool = True
+    # tier 2 clearing a severe tier-1 violation -> unresolved (review, reason severe_negative), not allow.
+    review_severe_overturn: bool = True
 
 
 class LanguageSettings(BaseModel):
@@ -255,7 +265,10 @@ class Settings(BaseSettings):
     escalation: EscalationSettings = Field(default_factory=EscalationSettings)
     languages: LanguageSettings = Field(default_factory=LanguageSettings)
     headers: HeaderSettings = Field(default_factory=HeaderSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     policies_dir: Path = Path("policies")
+    # Publish each policy's rationale on the verdict (it can quote the post); the audit record keeps it.
+    public_rationale: bool = False
     # Score with the fitted per-policy heads in the policy directory (funnel-heads.npz, written by
     # `modstream funnel fit`). Off by default: the shipped heads reach recall 0.98 on public sets
     # only by sending almost every post to a judge; fit them on your own traffic first (docs/funnel.md).
@@ -289,6 +302,10 @@ class Settings(BaseSettings):
     record_deadline_s: float = Field(default=300.0, gt=0)
     # A post whose processing raises this many times goes to the DLQ (`processing_error`).
     max_attempts: int = Field(default=3, ge=1)
+    # Past record_deadline_s: the retry topic, judged again after the delay, up to retry_max_attempts
+    # attempts in all (1: no retry); then the DLQ and a `review` verdict (docs/workflow.md, "Retry topic").
+    retry_delay_s: float = Field(default=60.0, ge=0)
+    retry_max_attempts: int = Field(default=3, ge=1)
     # Batched fast path for posts the funnel clears (no candidate, no bypass sample): their verdicts
     # are encoded, produced and committed per partition and batch instead of one task per post
     # (same bytes except timings). Off: every post takes the per-post path. See docs/configuration.md.

@@ -4,8 +4,9 @@
     python deploy/tools/gen_grafana_dashboard.py --check  # exit 1 if a committed file differs
 
 Panels are declared below as (title, unit, [(PromQL, legend)], description); the test suite checks
-that every metric a query names is one the worker or vLLM exports, and that every query parses
-(promtool). `$__rate_interval` and `${datasource}` are Grafana's own variables.
+that every metric a query names is one the worker, the reviewer's console or vLLM exports, that
+every query parses (promtool), and type-checks the JSON against Grafana's dashboard schema
+(@grafana/schema's TypeScript types, tsc --strict). `$__rate_interval` and `${datasource}` are Grafana's own variables.
 """
 
 from __future__ import annotations
@@ -174,6 +175,46 @@ ROWS: list[tuple[str, list[Panel]]] = [
                 "Records sent to the dead-letter topic by error type (undecodable, invalid, too large, deadline "
                 "exceeded, processing error).",
                 stack=True,
+            ),
+        ],
+    ),
+    (
+        "Review queue",
+        [
+            Panel(
+                "Review queue age",
+                "s",
+                [
+                    ("max(modstream_review_queue_oldest_age_seconds)", "oldest record without a decision"),
+                    ("max(modstream_review_queue_pending)", "records without a decision"),
+                ],
+                "Exported by the reviewer's console (`modstream review serve`, its own /metrics), which reads "
+                "the review and review-decisions topics: how long the oldest review record has waited for a "
+                "reviewer, and how many wait (right axis). Max over console replicas (each reads the whole "
+                "topics). Alert ModstreamReviewQueueStale: oldest over 4 h for 15 min.",
+                overrides=[
+                    {
+                        "matcher": {"id": "byFrameRefID", "options": "B"},
+                        "properties": [
+                            {"id": "unit", "value": "short"},
+                            {"id": "custom.axisPlacement", "value": "right"},
+                        ],
+                    }
+                ],
+            ),
+            Panel(
+                "Review records by reason",
+                "ops",
+                [
+                    (f"sum by (reason) (rate(modstream_review_records_total[{RATE}]))", "queued: {{reason}}"),
+                    (
+                        f"sum by (outcome) (rate(modstream_review_console_decisions_total[{RATE}]))",
+                        "decided in the console: {{outcome}}",
+                    ),
+                ],
+                "Review records the workers queue (decision review), by reason: unresolved policy, a policy "
+                "whose action is review, severe negative (a record with several reasons counts under each); "
+                "and decisions the console produced. Queued faster than decided for long: the queue grows.",
             ),
         ],
     ),
@@ -360,7 +401,6 @@ def dashboard() -> dict[str, Any]:
                     "label": "Prometheus",
                     "type": "datasource",
                     "query": "prometheus",
-                    "current": {},
                     "hide": 0,
                     "refresh": 1,
                     "regex": "",

@@ -73,6 +73,25 @@ OVERRIDES: dict[tuple[str, ...], dict[str, Any]] = {
     ("vllm", "shmSize"): {"type": ["string", "integer"]},
     ("vllm", "hfCache", "sizeT1"): {"type": "string"},
     ("vllm", "hfCache", "sizeT2"): {"type": "string"},
+    ("kafkaTopics", "topics"): {
+        "type": "object",
+        "description": "Topic name -> partitions and topic configs (strings).",
+        "additionalProperties": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["partitions"],
+            "properties": {
+                "partitions": {"type": "integer", "minimum": 1},
+                "config": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+        },
+    },
+    ("kafkaTopics", "replicas"): {"type": "integer", "minimum": 1},
+    ("review", "console", "port"): {"type": "integer", "minimum": 1, "maximum": 65535},
+    ("review", "console", "service", "port"): {"type": "integer", "minimum": 1, "maximum": 65535},
+    ("review", "console", "auth", "cotReviewers"): {"type": "array", "items": {"type": "string", "minLength": 1}},
+    ("review", "console", "ingress", "hosts"): {"type": "array", "items": {"type": "string", "minLength": 1}},
+    ("appeals", "replicaCount"): {"type": "integer", "minimum": 0},
     ("policies",): {
         "type": "object",
         "additionalProperties": {"type": "string"},

@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 State = Literal["visible", "hidden", "labelled"]
 
-# What the platform does with a post for each verdict decision. `review` leaves the post visible
-# until a reviewer decides (their decision arrives as a later revision); change to "hidden" if
-# your platform prefers to hide while a human looks.
+# What the platform does with a post for each verdict decision. `review` applies the verdict's
+# `interim_action` while a reviewer decides (their decision arrives as a later revision): `hide`
+# when the open question is severe; without one (schema 1) the post stays visible.
 STATE_BY_DECISION: dict[str, State] = {
     "allow": "visible",
     "hide": "hidden",
@@ -75,7 +75,11 @@ def reduce_verdict(verdict: Any, fallback: str) -> Applied:
         raise BadVerdict(f"revision must be a non-negative integer, not {revision!r}")
     verdict_id = verdict.get("verdict_id") or fallback
     decided_at = verdict.get("decided_at")
-    return Applied(post_id, STATE_BY_DECISION[decision], decision, revision, str(verdict_id), decided_at)
+    state = STATE_BY_DECISION[decision]
+    interim = verdict.get("interim_action")
+    if decision == "review" and isinstance(interim, str) and interim != "review" and interim in STATE_BY_DECISION:
+        state = STATE_BY_DECISION[interim]
+    return Applied(post_id, state, decision, revision, str(verdict_id), decided_at)
 
 
 def open_store(path: str) -> sqlite3.Connection:

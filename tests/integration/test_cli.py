@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 import orjson
@@ -56,7 +57,9 @@ def test_run_names_a_bad_setting(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_schemas_are_written_and_match_the_committed_ones(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["schemas", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    for name in ("post", "verdict", "auditrecord", "judgeanswer"):
+    names = ("post", "verdict", "auditrecord", "judgeanswer", "reviewrecord", "reviewdecision", "appeal")
+    assert sorted(p.name for p in tmp_path.glob("*.schema.json")) == sorted(f"{n}.schema.json" for n in names)
+    for name in names:
         fresh = (tmp_path / f"{name}.schema.json").read_bytes()
         assert orjson.loads(fresh)["title"]
         committed = PROJECT_ROOT / "schemas" / f"{name}.schema.json"
@@ -73,21 +76,55 @@ def test_demo_without_the_demo_extra_says_how_to_get_it(monkeypatch: pytest.Monk
     assert "Traceback" not in result.output
 
 
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 @pytest.mark.integration
-def test_demo_runs_end_to_end() -> None:
+def test_demo_shows_every_route_with_the_expected_decisions(tmp_path: Path) -> None:
+    """`modstream demo` end to end on the simulator: every expected decision of every route, allows
+    included, read from the demo's JSON report and recomputed here from examples/demo_*."""
+    report_path = tmp_path / "demo.json"
     result = subprocess.run(
-        [sys.executable, "-m", "worker", "demo"],
+        [sys.executable, "-m", "worker", "demo", "--report", str(report_path)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=1800,  # a hang guard only: each route waits on its condition with its own deadline
         cwd=PROJECT_ROOT,
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-3000:]
     assert "50 of 50 records accounted for" in result.stdout
-    expected = [orjson.loads(line) for line in (PROJECT_ROOT / "examples" / "demo_expected.jsonl").open()]
-    for item in expected:
-        row = next(line for line in result.stdout.splitlines() if f" {item['id']} " in line)
-        if item["expect"] == "dead-letter":
-            assert "DLQ" in row, row
-        elif item["expect"] == "violation":
-            assert "hide" in row or "review" in row, row
+    report = orjson.loads(report_path.read_bytes())
+    assert report["mismatches"] == [], "\n".join(report["mismatches"])
+    examples = PROJECT_ROOT / "examples"
+    expected = _jsonl(examples / "demo_expected.jsonl")
+    sweep = orjson.loads((examples / "demo_sweep.json").read_bytes())["expect"]
+    reviews = {r["post_id"]: r["expect"] for r in _jsonl(examples / "demo_reviews.jsonl")}
+    appeals = {r["post_id"]: r["expect"] for r in _jsonl(examples / "demo_appeals.jsonl")}
+
+    # The stream: all 50 records, the 29 allows included.
+    wrong = []
+    final: dict[str, tuple[str, int]] = {}
+    for row in expected:
+        got = report["stream"].get(row["id"], "nothing")
+        want = {"allow": "allow", "violation": row.get("decision"), "dead-letter": "dlq:"}[row["expect"]]
+        if not (got.startswith("dlq:") if want == "dlq:" else got == want):
+            wrong.append(f"stream {row['id']}: expected {want}, got {got}")
+        if row["expect"] != "dead-letter":
+            final[row["id"]] = (want, 1)
+    assert sum(1 for r in expected if r["expect"] == "allow") == 29
+    # Then each route, in the demo's order: its verdicts supersede the newest one (revision + 1).
+    for route, wants in (("sweep", sweep), ("review", reviews), ("appeal", appeals)):
+        assert wants, f"examples/ scripts no {route}"
+        if report[route] != wants:
+            wrong.append(f"{route}: expected {wants}, got {report[route]}")
+        for post_id, decision in wants.items():
+            final[post_id] = (decision, final[post_id][1] + 1)
+    # The platform's table (examples/autohide) after every route.
+    for post_id, (decision, revision) in sorted(final.items()):
+        row = report["platform"].get(post_id)
+        if row is None or (row["decision"], row["revision"]) != (decision, revision):
+            wrong.append(f"platform {post_id}: expected {decision} at revision {revision}, got {row}")
+    assert set(report["platform"]) == set(final)
+    assert report["sweep_report"]["changed"] == len(sweep) and report["sweep_report"]["swept"] > len(sweep)
+    assert not wrong, "\n".join(wrong)

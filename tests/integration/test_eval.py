@@ -16,7 +16,7 @@ from funnel import FunnelResult
 from tests.conftest import POLICIES_DIR
 from tests.kafka_support import PROJECT_ROOT
 from worker.cascade.escalate import escalation_reasons, settle
-from worker.cascade.verdict import decide
+from worker.cascade.verdict import policy_decision
 from worker.cli.eval import api_base
 from worker.cli.main import cli
 from worker.config import EscalationSettings
@@ -152,7 +152,7 @@ def test_eval_on_the_shipped_sample(sim: SimulatorProcess, tmp_path: Path, tier:
             unscreened = FunnelResult(candidates=[policy.id], scores={}, signals={}, very_sure=[])
             reasons = escalation_reasons(t1, unscreened, r["post_id"], rules)
             outcome = settle(t1, reasons, scripted_call(policy, text, "high") if reasons else None, rules)
-            expected_reasons, deciding, expected_decision = list(reasons), outcome.deciding, decide([outcome])
+            expected_reasons, deciding, expected_decision = list(reasons), outcome.deciding, policy_decision(outcome)
             escalated += bool(reasons)
         assert deciding.answer is not None
         assert (r["predicted"], r["decision"], r["escalation_reasons"], r["tier"]) == (

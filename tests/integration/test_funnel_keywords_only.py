@@ -11,6 +11,7 @@ import random
 import signal
 from collections.abc import Callable
 
+import orjson
 import pytest
 
 from tests.conftest import POLICIES_DIR, worker_env
@@ -73,7 +74,12 @@ def test_keywords_only_worker_publishes_the_keyword_funnels_candidates(
     for post_id, verdict in verdicts.items():
         funnel = verdict["funnel"]
         assert funnel["candidates"] == expected[post_id], post_id
-        assert not any(s.startswith("embedding:") for fired in funnel["signals"].values() for s in fired)
+        assert "signals" not in funnel, "schema 2: matched signals are on the audit record only"
         assert funnel["fit"] is None
     for post_id in embedding_only:
         assert verdicts[post_id]["tier"] == "funnel" and verdicts[post_id]["decision"] == "allow"
+    judged = [k for k, v in verdicts.items() if v["tier"] != "funnel"]
+    audit = [orjson.loads(m.value()) for m in read_topic(broker.bootstrap_servers, "audit", len(judged))]
+    assert len(audit) == len(judged) and any(record["funnel_signals"] for record in audit)
+    fired = [s for record in audit for signals in record["funnel_signals"].values() for s in signals]
+    assert fired and not any(s.startswith("embedding:") for s in fired)

@@ -1,10 +1,15 @@
 """Header passthrough and trace propagation end to end: real Tansu broker, the simulator as both
 judge tiers, the worker as a process. Posts produced with `traceparent`, `tracestate`, `tenant-id`
 (and a header off the allow-list) come out with exactly the allowed ones on their verdict, audit and
-DLQ records, and every judge request of a post carried that post's trace context."""
+DLQ records, and every judge request of a post carried that post's trace context.
+
+With OpenTelemetry on (the worker in-process, spans into the SDK's in-memory exporter), each judged
+post's spans hang under its incoming traceparent, the judge requests carry the judge span's context
+and the verdict and audit records the publish span's."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import signal
 from collections.abc import Callable
@@ -22,8 +27,11 @@ from tests.kafka_support import (
     post_value,
     read_topic,
 )
+from worker.config import Settings
 from worker.local.broker import EmbeddedBroker
+from worker.ops import tracing
 from worker.sim.process import SimulatorProcess
+from worker.stream.worker import Worker
 
 pytestmark = pytest.mark.integration
 
@@ -134,3 +142,111 @@ def test_headers_reach_verdict_audit_dlq_and_the_judge_requests(
             assert "tenant-id" not in got and "x-secret" not in got
     assert judged_ids <= set(seen_tiers)
     assert any(seen_tiers[f"j-{i}"] == {"t1", "t2"} for i in range(len(TRIGGERING_TEXTS))), "low confidence escalates"
+
+
+async def test_otel_spans_hang_under_the_incoming_traceparent_and_their_context_goes_out(
+    broker: EmbeddedBroker,
+    topics: dict[str, int],
+    sims: tuple[SimulatorProcess, SimulatorProcess],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from worker.ops.otel import OtelPostTracer
+
+    rng = random.Random(11)
+    sent: dict[str, bytes] = {}
+    states: dict[str, str] = {}
+    records: list[tuple[bytes, bytes, Headers]] = []
+    for i, text in enumerate(TRIGGERING_TEXTS):
+        post_id = f"o-{i}"
+        sent[post_id] = traceparent(rng)
+        states[post_id] = f"modstream=o{i}"
+        headers = [("traceparent", sent[post_id]), ("tracestate", states[post_id].encode())]
+        records.append((post_id.encode(), post_value(post_id, f"{text} [[sim: confidence=low]] #{post_id}"), headers))
+    untraced = f"{TRIGGERING_TEXTS[0]} #o-none"
+    records.append((b"o-none", post_value("o-none", untraced), [("tenant-id", b"t")]))
+    benign = traceparent(rng)
+    records.append((b"o-benign", post_value("o-benign", f"{BENIGN[0]} #o-benign"), [("traceparent", benign)]))
+    await asyncio.to_thread(produce_with_headers, broker.bootstrap_servers, "posts", records)
+
+    env = worker_env(broker, sims, group="g-otel", MODSTREAM_METRICS_PORT="0", MODSTREAM_METRICS_HOST="127.0.0.1")
+    env["MODSTREAM_TRACING__OTEL_ENABLED"] = "true"
+    env["MODSTREAM_HEADERS__PASSTHROUGH"] = PASSTHROUGH
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert settings.tracing.otel_enabled
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    previous = tracing.install_tracer(OtelPostTracer(provider))
+    worker = Worker(settings)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        actions = await asyncio.to_thread(read_topic, broker.bootstrap_servers, "actions", len(records), 120)
+        judged = [m for m in actions if orjson.loads(m.value())["tier"] != "funnel"]
+        audit = await asyncio.to_thread(read_topic, broker.bootstrap_servers, "audit", len(judged), 60)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 60)
+        tracing.install_tracer(previous)
+        provider.shutdown()
+
+    spans = exporter.get_finished_spans()
+    trees: dict[str, dict[str, Any]] = {}  # trace id -> span name -> span
+    for span in spans:
+        context = span.get_span_context()
+        assert context is not None
+        names = trees.setdefault(f"{context.trace_id:032x}", {})
+        assert span.name not in names, f"two {span.name} spans in one trace"
+        names[span.name] = span
+
+    def ctx(span: Any) -> str:
+        c = span.get_span_context()
+        return f"00-{c.trace_id:032x}-{c.span_id:016x}-{int(c.trace_flags):02x}"
+
+    by_key = {m.key().decode(): m for m in actions}
+    requests = [
+        (tier, body["messages"][-1]["content"].rsplit("#", 1)[-1], got)
+        for tier, sim in zip(("t1", "t2"), sims, strict=True)
+        for body, got in zip(sim.requests(), sim.request_headers(), strict=True)
+    ]
+    for post_id, tp in sent.items():
+        trace_id, parent_id = tp.decode().split("-")[1:3]
+        tree = trees[trace_id]
+        assert set(tree) == {"modstream.post", "modstream.funnel", "modstream.judge", "modstream.publish"}, post_id
+        root = tree["modstream.post"]
+        assert root.parent.is_remote and f"{root.parent.span_id:016x}" == parent_id, post_id
+        assert dict(root.attributes)["messaging.destination.name"] == "posts"
+        for name in ("modstream.funnel", "modstream.judge", "modstream.publish"):
+            assert tree[name].parent.span_id == root.get_span_context().span_id, (post_id, name)
+        # Every judge request of this post, on both tiers (low confidence escalates), carried the
+        # judge span's context and the caller's tracestate.
+        carried = [(tier, got) for tier, pid, got in requests if pid == post_id]
+        assert {tier for tier, _ in carried} == {"t1", "t2"}, post_id
+        for _, got in carried:
+            assert got["traceparent"] == ctx(tree["modstream.judge"]) and got["tracestate"] == states[post_id]
+        # The verdict and the audit record carry the publish span's context.
+        want = {
+            "traceparent": ctx(tree["modstream.publish"]).encode(),
+            "tracestate": states[post_id].encode(),
+        }
+        assert headers_of(by_key[post_id]) == want, post_id
+        (audited,) = [m for m in audit if m.key().decode() == post_id]
+        assert headers_of(audited) == want, post_id
+
+    # A judged post without a traceparent starts a trace of its own, and its records carry it.
+    none_headers = headers_of(by_key["o-none"])
+    none_trace = none_headers["traceparent"].decode().split("-")[1]
+    assert none_trace not in {tp.decode().split("-")[1] for tp in sent.values()}
+    assert trees[none_trace]["modstream.post"].parent is None
+    assert none_headers["tenant-id"] == b"t"
+    # A post the funnel cleared takes the batched fast path: no spans, the caller's context unchanged.
+    assert orjson.loads(by_key["o-benign"].value())["tier"] == "funnel"
+    assert headers_of(by_key["o-benign"]) == {"traceparent": benign}
+    assert benign.decode().split("-")[1] not in trees
+    assert len(trees) == len(sent) + 1, "one trace per judged post"

@@ -38,7 +38,8 @@ CASES: dict[str, tuple[str, str, str, list[str]]] = {
     "empty": ("alphaword [[sim: violation=1 confidence=high fault=empty fault_t2=none]]", "hide", "t2",
               ["invalid_answer"]),
     "severe": ("betaword [[sim: violation=1 confidence=high]]", "hide", "t2", ["severe_category"]),
-    "severe-overturned": ("betaword [[sim: violation=1 confidence=high violation_t2=0]]", "allow", "t2",
+    # Tier 2 clearing a severe tier-1 violation is a severe negative: a human decides.
+    "severe-overturned": ("betaword [[sim: violation=1 confidence=high violation_t2=0]]", "review", "t2",
                           ["severe_category"]),
     "severe-safe": ("betaword [[sim: violation=0 confidence=high]]", "allow", "t1", []),
     "funnel-sure": ("gammaone gammatwo gammathree [[sim: violation=0 confidence=high violation_t2=1]]", "hide",

@@ -1,5 +1,6 @@
 """Dashboards and alerts as code: the Grafana dashboard and the Prometheus alert rules name only
-metrics the worker (or vLLM) really exports, every query parses, the alerts behave as their unit
+metrics really exported, each by the process that exports it (the worker, the reviewer's console,
+vLLM), every query parses, the alerts behave as their unit
 tests say (`promtool test rules`), and the per-partition series of a revoked partition go away."""
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import worker_env
 from tests.integration import test_deploy_files as deploy_files
 from tests.kafka_support import WorkerProcess, metric_samples, metrics, mixed_posts, produce, wait_for
-from worker.local.broker import EmbeddedBroker, create_topics
+from worker.local.broker import EmbeddedBroker, create_topics, free_port
 from worker.ops.metrics import Metrics, consumer_lag_from_stats, usage_tokens
 from worker.sim.process import SimulatorProcess
 
@@ -41,6 +42,20 @@ PROMQL_WORDS = {
     "offset", "bool", "absent", "clamp_min", "clamp_max",
 }  # fmt: skip
 METRIC_PREFIXES = ("modstream_", "vllm:", "process_")
+# Which process exports a metric a panel or rule names: the reviewer's console (`modstream review
+# serve`, its own /metrics) exports the review queue's gauges and its decisions; vLLM (the simulator
+# serves the same names) the vllm: ones; the worker (`modstream run`) everything else.
+REVIEW_CONSOLE_PREFIXES = ("modstream_review_queue_", "modstream_review_console_")
+
+
+def exporter_of(name: str) -> str:
+    if name.startswith("vllm:"):
+        return "vllm"
+    if name.startswith(REVIEW_CONSOLE_PREFIXES):
+        return "review console"
+    return "worker"
+
+
 # Panels the operations guide promises (docs/operations.md).
 REQUIRED_PANELS = {
     "Throughput",
@@ -62,6 +77,8 @@ REQUIRED_PANELS = {
     "Tokens per 1k posts",
     "Judge-seconds per 1k posts (GPU-time proxy)",
     "Worker memory",
+    "Review queue age",
+    "Review records by reason",
 }
 REQUIRED_ALERTS = {
     "ModstreamConsumerLagGrowing",
@@ -70,6 +87,7 @@ REQUIRED_ALERTS = {
     "ModstreamVerdictRateDrop",
     "ModstreamKafkaUnreachable",
     "ModstreamFunnelRecallLow",
+    "ModstreamReviewQueueStale",
 }
 
 
@@ -153,8 +171,8 @@ def test_chart_carries_the_same_dashboard_and_alerts() -> None:
 
 
 def test_dashboard_structure() -> None:
-    """Structural checks of Grafana's dashboard model (no Grafana schema package validates a JSON
-    dashboard offline: @grafana/schema ships TypeScript types only)."""
+    """Structural checks beyond Grafana's schema (the next test checks the schema itself): unique
+    ids, panels inside the grid without overlaps, the datasource variable on every query."""
     data = dashboard()
     assert data["uid"] == "modstream" and isinstance(data["schemaVersion"], int) and data["schemaVersion"] >= 36
     variables = {v["name"]: v for v in data["templating"]["list"]}
@@ -180,6 +198,50 @@ def test_dashboard_structure() -> None:
         for target in panel["targets"]:
             assert target["expr"].strip() and "legendFormat" in target
     assert {p["title"] for p in panels} >= REQUIRED_PANELS
+
+
+def npm_tools() -> Path:
+    """node_modules with @grafana/schema and typescript (deploy/tools/fetch_npm_tools.py, cached)."""
+    sys.path.insert(0, str(ROOT / "deploy" / "tools"))
+    try:
+        import fetch_npm_tools
+    finally:
+        sys.path.pop(0)
+    found = fetch_npm_tools.ensure()
+    if isinstance(found, str):
+        if IN_CI:
+            pytest.fail(f"npm tools are required under CI=true: {found}")
+        pytest.skip(found)
+    return found
+
+
+def test_dashboard_type_checks_against_grafanas_schema(tmp_path: Path) -> None:
+    """The dashboard JSON as a `Dashboard` of @grafana/schema (the TypeScript types Grafana generates
+    from its CUE dashboard schema), checked by `tsc --noEmit --strict`: wrong types, missing required
+    fields and unknown properties fail. A broken copy must fail (negative control)."""
+    modules = npm_tools()
+    (tmp_path / "node_modules").symlink_to(modules, target_is_directory=True)
+
+    def check(name: str, data: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        source = tmp_path / f"{name}.ts"
+        source.write_text(
+            'import type { Dashboard } from "@grafana/schema";\n'
+            f"export const dashboard: Dashboard = {json.dumps(data, indent=1)};\n"
+        )
+        tsc = [str(modules / ".bin" / "tsc"), "--noEmit", "--strict", "--skipLibCheck"]
+        options = ["--moduleResolution", "bundler", "--module", "esnext", "--target", "es2022"]
+        return subprocess.run([*tsc, *options, str(source)], capture_output=True, text=True, cwd=tmp_path)
+
+    done = check("modstream", dashboard())
+    assert done.returncode == 0, done.stdout + done.stderr
+    broken = dashboard()
+    broken["panels"][1]["gridPos"]["h"] = "8"
+    broken["panels"][2]["bogusField"] = 1
+    broken["templating"]["list"][0]["current"] = {}
+    done = check("broken", broken)
+    assert done.returncode != 0
+    for expected in ("not assignable to type 'number'", "'\"bogusField\"' does not exist", "VariableOption"):
+        assert expected in done.stdout, done.stdout
 
 
 def test_every_dashboard_query_and_alert_parses() -> None:
@@ -219,6 +281,14 @@ def test_every_alert_has_a_runbook_line_in_the_operations_guide() -> None:
         assert f"### {rule['alert']}" in guide, rule["alert"]
     for title in REQUIRED_PANELS:
         assert title in guide, title
+
+
+def test_exporter_of() -> None:
+    assert exporter_of("modstream_review_queue_oldest_age_seconds") == "review console"
+    assert exporter_of("modstream_review_console_decisions_total") == "review console"
+    assert exporter_of("modstream_review_records_total") == "worker", "the workers queue review records"
+    assert exporter_of("vllm:num_requests_running") == "vllm"
+    assert exporter_of("process_resident_memory_bytes") == "worker"
 
 
 def test_metric_name_extraction() -> None:
@@ -309,6 +379,51 @@ def running(
     yield env, worker
 
 
+@pytest.fixture
+def review_console(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[str]:
+    """`modstream review serve` as a child process; yields its base URL once /metrics answers."""
+    create_topics(broker.bootstrap_servers, {"review": 1, "review-decisions": 1})
+    port = free_port()
+    env = {
+        **os.environ,
+        "MODSTREAM_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+        "MODSTREAM_KAFKA__GROUP_ID": "g-ops-console",
+        "MODSTREAM_LOG_FORMAT": "json",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "worker",
+        "review",
+        "serve",
+        "--port",
+        str(port),
+        "--token",
+        "ops=ops-metrics-token-0123456789",
+    ]
+    with open(tmp_path / "console.log", "ab") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        assert process.poll() is None, (tmp_path / "console.log").read_text()[-3000:]
+        try:
+            return httpx.get(f"{url}/metrics", timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for(answers, 60, "the review console's /metrics", interval_s=0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
 def _partitions(worker: WorkerProcess, name: str) -> set[str]:
     return {m.group(1) for labels, _ in metric_samples(worker, name) if (m := re.search(r'partition="(\d+)"', labels))}
 
@@ -318,13 +433,16 @@ def test_panels_and_alerts_name_only_exported_metrics_and_revoked_partitions_lea
     running: tuple[dict[str, str], WorkerProcess],
     sims: tuple[SimulatorProcess, SimulatorProcess],
     spawn_worker: Callable[[dict[str, str]], WorkerProcess],
+    review_console: str,
 ) -> None:
     env, worker = running
     wait_for(lambda: len(_partitions(worker, "modstream_consumer_lag_records")) == 4, 60, "lag of 4 partitions")
     exposition = httpx.get(f"{worker.metrics_url}/metrics", timeout=5).text
-    exported = exported_names(exposition)
-    for sim in sims:
-        exported |= exported_names(httpx.get(f"{sim.url}/metrics", timeout=5).text)
+    exported = {
+        "worker": exported_names(exposition),
+        "vllm": set().union(*(exported_names(httpx.get(f"{sim.url}/metrics", timeout=5).text) for sim in sims)),
+        "review console": exported_names(httpx.get(f"{review_console}/metrics", timeout=5).text),
+    }
 
     named: dict[str, set[str]] = {}
     for where, expr in dashboard_queries().items():
@@ -333,7 +451,10 @@ def test_panels_and_alerts_name_only_exported_metrics_and_revoked_partitions_lea
         named[f"alert {rule['alert']}"] = metric_names(rule["expr"])
     for where, names in named.items():
         assert names, f"{where} names no metric"
-        assert names <= exported, f"{where} names metrics nobody exports: {sorted(names - exported)}"
+        missing = sorted(
+            f"{name} (from the {exporter_of(name)})" for name in names if name not in exported[exporter_of(name)]
+        )
+        assert not missing, f"{where} names metrics their process does not export: {missing}"
 
     # The new series carry data after real traffic (judged posts through the simulator).
     samples = {s.name: s for f in text_string_to_metric_families(exposition) for s in f.samples}

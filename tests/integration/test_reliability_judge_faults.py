@@ -79,6 +79,8 @@ def test_5000_posts_under_judge_faults_and_a_20s_outage(
         MODSTREAM_JUDGE_T1__BREAKER_COOLDOWN_S="2",
         MODSTREAM_JUDGE_T2__BREAKER_COOLDOWN_S="2",
         MODSTREAM_RECORD_DEADLINE_S="30",
+        # Poison posts straight to the DLQ, as this test is about: the retry topic has tests/integration/test_retry.py.
+        MODSTREAM_RETRY_MAX_ATTEMPTS="1",
     )
     started = time.monotonic()
     worker = spawn_worker(env)

@@ -149,6 +149,9 @@ def test_injection_corpus_leaves_the_verdict_unchanged(
         assert messages[1]["content"] in texts
         assert not any(spoof in messages[0]["content"] for spoof in SPOOFS)
     # The simulator quotes the post's first 40 characters (with ' for "): the spoof came back
-    # inside the real answer, as a quote, and changed nothing.
-    echoed = [v for vs in verdicts.values() for v in vs for r in v["results"] if "{'violation': 0" in r["rationale"]]
+    # inside the real answer, as a quote, and changed nothing. Rationales are on the audit record
+    # (the public verdict carries none by default).
+    assert all(r["rationale"] == "" for vs in verdicts.values() for v in vs for r in v["results"])
+    audits = [orjson.loads(m.value()) for m in read_topic(broker.bootstrap_servers, "audit", len(records))]
+    echoed = [a for a in audits for r in a["results"] if "{'violation': 0" in r["rationale"]]
     assert echoed, "the simulator's rationale should echo a spoofed verdict"

@@ -6,13 +6,14 @@ results. `worker.cascade.pipeline.judge_post` would build it as a pydantic `Verd
 (`assemble_verdict` with no outcomes) and publish `verdict.model_dump_json()`; this module writes
 the same bytes with orjson from plain data, without a model per post. The parts that depend only
 on the policy snapshot (schema version, policy versions, fit id, worker version) are encoded once
-per `PolicyRuntime`; per post only the id, the funnel's scores/signals, the source offset and the
-timings are spliced in. tests/unit/cascade/test_cleared.py checks the bytes against the per-post
-path's (timings set equal).
+per `PolicyRuntime`; per post only the id, its verdict id, the funnel's candidates and scores, the
+source offset and the timings are spliced in (the funnel's signals are never on a verdict).
+tests/unit/cascade/test_cleared.py checks the bytes against the per-post path's (timings set equal).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +22,7 @@ from typing import Any
 import orjson
 
 from funnel import FunnelResult
+from worker.cascade.revisions import FIRST_REVISION, VERDICT_NAMESPACE
 from worker.cascade.verdict import WORKER_VERSION
 from worker.contracts import VERDICT_SCHEMA_VERSION, Post, SourceRef
 from worker.policies.screening import PolicyRuntime
@@ -43,7 +45,7 @@ def is_cleared(screened: FunnelResult, runtime: PolicyRuntime) -> bool:
 @dataclass(frozen=True, slots=True)
 class _Snapshot:
     """What every cleared verdict under one policy snapshot shares, pre-encoded: the JSON before
-    the post id, between the post id and the funnel's candidates, and between the signals and
+    the post id, between the verdict id and the funnel's candidates, and between the scores and
     the latency. `Verdict`'s field order is the JSON order."""
 
     runtime: PolicyRuntime
@@ -65,13 +67,32 @@ def _snapshot(runtime: PolicyRuntime) -> _Snapshot:
     dumps = orjson.dumps
     head = b'{"schema_version":%b,"post_id":' % dumps(VERDICT_SCHEMA_VERSION)
     middle = (
-        b',"decision":"allow","results":[],"tier":"funnel","model":null,"reasoning_effort":null,'
+        b',"revision":%d,"supersedes":null,"route":"stream","decision":"allow","interim_action":null,'
+        b'"results":[],"tier":"funnel","model":null,"reasoning_effort":null,'
         b'"escalated":false,"escalation_reasons":[],"funnel":{"candidates":'
-    )
+    ) % FIRST_REVISION
     tail = b',"policy_versions":%b,"fit":%b},"latency_ms":' % (dumps(runtime.versions), dumps(runtime.fit_id))
     cached = _Snapshot(runtime, head, middle, tail)
     _last = cached
     return cached
+
+
+# `revisions.stream_verdict_id` without a uuid.UUID per post (about 3x faster): the UUIDv5 is
+# sha1(namespace + name)[:16] with the version and variant bits set; the name's constant prefix
+# is hashed once. tests/unit/cascade/test_cleared.py checks it against `revisions.verdict_id`.
+_STREAM_ID_PREFIX = hashlib.sha1(VERDICT_NAMESPACE.bytes + b"stream\x1f", usedforsecurity=False)
+_STREAM_ID_SUFFIX = f"\x1f{FIRST_REVISION}\x1f"
+
+
+def stream_id(post_id: str, basis: str) -> bytes:
+    """`revisions.verdict_id("stream", post_id, FIRST_REVISION, basis)`, ASCII bytes."""
+    digest = _STREAM_ID_PREFIX.copy()
+    digest.update(f"{post_id}{_STREAM_ID_SUFFIX}{basis}".encode())
+    raw = bytearray(digest.digest()[:16])
+    raw[6] = (raw[6] & 0x0F) | 0x50
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}".encode()
 
 
 def _scores(scores: Mapping[str, Any]) -> dict[str, float]:
@@ -82,20 +103,27 @@ def _scores(scores: Mapping[str, Any]) -> dict[str, float]:
 
 
 def _verdict(
-    snap: _Snapshot, post_id: str, screened: FunnelResult, latency_ms: float, source: tuple[bytes, bytes], offset: int
+    snap: _Snapshot,
+    post_id: str,
+    screened: FunnelResult,
+    latency_ms: float,
+    source: tuple[bytes, bytes, str],
+    offset: int,
 ) -> bytes:
-    """One verdict's bytes; `source`: `_after_latency`'s parts, around the offset."""
+    """One verdict's bytes; `source`: `_after_latency`'s parts, around the offset, and the verdict
+    id's basis before the offset (`revisions.source_basis`)."""
     dumps = orjson.dumps
     return b"".join(
         (
             snap.head,
             dumps(post_id),
+            b',"verdict_id":"',
+            stream_id(post_id, f"{source[2]}{offset}"),
+            b'"',
             snap.middle,
             dumps(list(screened.candidates)),
             b',"scores":',
             dumps(_scores(screened.scores)),
-            b',"signals":',
-            dumps({k: list(v) for k, v in screened.signals.items()} if screened.signals else {}),
             snap.tail,
             dumps(round(float(latency_ms), 2)),
             source[0],
@@ -105,14 +133,15 @@ def _verdict(
     )
 
 
-def _after_latency(decided_at: datetime, topic: str, partition: int) -> tuple[bytes, bytes]:
-    """The JSON after the latency up to the source offset, and what closes it."""
+def _after_latency(decided_at: datetime, topic: str, partition: int) -> tuple[bytes, bytes, str]:
+    """The JSON after the latency up to the source offset, what closes it, and the verdict id's
+    basis up to the offset (as `revisions.source_basis`)."""
     source = b'"worker_version":%b,"source":{"topic":%b,"partition":%b,"offset":' % (
         orjson.dumps(WORKER_VERSION),
         orjson.dumps(topic),
         orjson.dumps(partition),
     )
-    return b',"decided_at":%b,%b' % (orjson.dumps(decided_at, option=_OPTIONS), source), b"}}"
+    return b',"decided_at":%b,%b' % (orjson.dumps(decided_at, option=_OPTIONS), source), b"}}", f"{topic}/{partition}/"
 
 
 def encode_cleared(

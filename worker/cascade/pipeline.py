@@ -9,12 +9,22 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from funnel import FunnelResult
 from worker.cascade.escalate import PolicyOutcome, Reason
 from worker.cascade.tiers import Judges, ask, cascade
-from worker.cascade.verdict import ShadowAgreement, assemble_audit, assemble_verdict, shadow_agreement
-from worker.contracts import AuditRecord, Post, SourceRef, Verdict
+from worker.cascade.verdict import (
+    ShadowAgreement,
+    all_results,
+    assemble_audit,
+    assemble_review,
+    assemble_verdict,
+    review_policies,
+    review_reasons,
+    shadow_agreement,
+)
+from worker.contracts import AuditRecord, Post, ReviewPolicy, ReviewReason, ReviewRecord, SourceRef, Verdict
 from worker.judges.protocol import JudgeCall
 from worker.policies.screening import PolicyRuntime
 
@@ -29,6 +39,15 @@ class Judged:
     shadow: list[ShadowAgreement] = field(default_factory=list)
     # How each live policy ended (per-policy verdict metrics).
     outcomes: list[PolicyOutcome] = field(default_factory=list)
+    # Decision `review`: every live policy with its tier-1/tier-2 results, and why a human is needed.
+    review_policies: list[ReviewPolicy] = field(default_factory=list)
+    review_reasons: list[ReviewReason] = field(default_factory=list)
+
+    def review_record(self, post: Post, audit_topic: str, now: datetime) -> ReviewRecord | None:
+        """The review-topic record when the decision is `review`, else None."""
+        if self.verdict.decision != "review":
+            return None
+        return assemble_review(post, self.verdict, self.review_policies, self.review_reasons, audit_topic, now)
 
 
 __all__ = ["Judged", "Judges", "ask", "judge_post"]
@@ -53,6 +72,7 @@ async def judge_post(
     live: list[PolicyOutcome] = [o for o in outcomes if not o.policy.meta.shadow]
     rates = runtime.bypass_rates(judges.rules.bypass_sample_rate)
     sampled = [(PolicyOutcome(c.policy, c), rates[c.policy.id]) for c in sampled_calls]
+    results = all_results(live, sampled)
     verdict = assemble_verdict(
         post.id,
         live,
@@ -62,9 +82,19 @@ async def judge_post(
         sampled,
         policy_versions=runtime.versions,
         fit=runtime.fit_id,
+        public_rationale=judges.public_rationale,
+        results=results,
     )
     calls = [*t1_calls, *t2_calls, *sampled_calls]
-    audit = assemble_audit(verdict, calls) if calls else None
+    audit = assemble_audit(verdict, calls, results, screened.signals) if calls else None
+    review = verdict.decision == "review"
     return Judged(
-        verdict, audit, calls, [r for why in done.reasons for r in why], shadow_agreement(outcomes), outcomes=live
+        verdict,
+        audit,
+        calls,
+        [r for why in done.reasons for r in why],
+        shadow_agreement(outcomes),
+        outcomes=live,
+        review_policies=review_policies(live, results) if review else [],
+        review_reasons=review_reasons(live, results) if review else [],
     )

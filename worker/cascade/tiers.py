@@ -26,6 +26,8 @@ class Judges:
     # judge_mode multi_policy: one request per tier for all of a post's live candidates.
     t1_many: JudgeManyFn | None = None
     t2_many: JudgeManyFn | None = None
+    # Publish each policy's rationale on the verdict (Settings.public_rationale); the audit keeps it.
+    public_rationale: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,13 +38,31 @@ from worker.ops.logs import configure_logging
     "--keep-running", is_flag=True, help="After the table, keep everything up (metrics endpoint) until Ctrl-C."
 )
 @click.option("--metrics-port", default=9464, show_default=True, help="Metrics/health port with --keep-running.")
-def demo(judge: str, posts_file: Path | None, policies_dir: Path | None, keep_running: bool, metrics_port: int) -> None:
-    """Run the whole path on this machine, with nothing to set up.
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write every route's decisions and the differences from the expected ones as JSON here.",
+)
+def demo(
+    judge: str,
+    posts_file: Path | None,
+    policies_dir: Path | None,
+    keep_running: bool,
+    metrics_port: int,
+    report_path: Path | None,
+) -> None:
+    """Run the whole moderation loop on this machine, with nothing to set up.
 
     Starts an embedded Kafka-protocol broker (Tansu, memory only), creates the topics, starts
-    the judge servers, runs the worker, publishes ~50 sample posts (benign, violating and
-    malformed) and prints one row per record: funnel candidates, tier, decision, latency.
-    Everything it started is stopped on exit, also on Ctrl-C.
+    the judge servers and the worker, publishes 50 sample posts (benign, violating and
+    malformed) and shows each route: the stream (one row per record: funnel candidates, tier,
+    decision), the review queue with a scripted reviewer's calls, appeals re-judged at tier 2,
+    a back-scan sweep with a changed policy, and the platform's table (examples/autohide).
+    Every decision is checked against examples/demo_* and each difference is listed; with the
+    simulator a difference makes the exit status 1. Everything it started is stopped on exit,
+    also on Ctrl-C.
     """
     from worker.local.demo import DEFAULT_POLICIES, DEFAULT_POSTS, run_demo
 
@@ -57,5 +75,6 @@ def demo(judge: str, posts_file: Path | None, policies_dir: Path | None, keep_ru
         keep_running,
         metrics_port,
         console,
+        report_path,
     )
     sys.exit(code)

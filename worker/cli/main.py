@@ -5,13 +5,16 @@ from __future__ import annotations
 import click
 
 from worker import __version__
+from worker.cli.appeals import appeals_group
 from worker.cli.audit import audit_group
 from worker.cli.demo import demo
 from worker.cli.eval import eval_command
 from worker.cli.funnel import funnel_group
 from worker.cli.policy import policy
+from worker.cli.review import review_group
 from worker.cli.run import run
 from worker.cli.schemas import schemas
+from worker.cli.sweep import sweep
 from worker.sim.cli import sim_vllm
 
 
@@ -34,6 +37,9 @@ cli.add_command(sim_vllm, "sim-vllm")
 cli.add_command(eval_command, "eval")
 cli.add_command(funnel_group, "funnel")
 cli.add_command(audit_group, "audit")
+cli.add_command(review_group, "review")
+cli.add_command(appeals_group, "appeals")
+cli.add_command(sweep, "sweep")
 
 
 def main() -> None:

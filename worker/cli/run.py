@@ -9,6 +9,7 @@ import click
 
 from worker.config import ConfigError, load_settings
 from worker.ops.logs import configure_logging
+from worker.ops.tracing import configure_tracing
 from worker.policies.files import PolicyError
 
 
@@ -39,6 +40,7 @@ def run(config_file: Path | None) -> None:
     except ConfigError as exc:
         raise ConfigFailure(str(exc)) from None
     configure_logging(settings.log_level, settings.log_format)
+    configure_tracing(settings.tracing.otel_enabled)
     try:
         asyncio.run(run_worker(settings))
     except PolicyError as exc:

@@ -18,11 +18,12 @@ import orjson
     help="Directory to write the JSON Schemas into.",
 )
 def schemas(out_dir: Path) -> None:
-    """Write JSON Schemas of the message contracts (Post, Verdict, AuditRecord, JudgeAnswer)."""
-    from worker.contracts import AuditRecord, JudgeAnswer, Post, Verdict
+    """Write JSON Schemas of the message contracts (Post, Verdict, AuditRecord, JudgeAnswer,
+    ReviewRecord, ReviewDecision, Appeal)."""
+    from worker.contracts import Appeal, AuditRecord, JudgeAnswer, Post, ReviewDecision, ReviewRecord, Verdict
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    for model in (Post, Verdict, AuditRecord, JudgeAnswer):
+    for model in (Post, Verdict, AuditRecord, JudgeAnswer, ReviewRecord, ReviewDecision, Appeal):
         path = out_dir / f"{model.__name__.lower()}.schema.json"
         path.write_bytes(
             orjson.dumps(model.model_json_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"

@@ -1,8 +1,9 @@
 """Eval harness, I/O part: judge labelled (post, policy) pairs with the real JudgeClient, no Kafka.
 
 --tier cascade runs the worker's own cascade (`worker.cascade.tiers.cascade`) and decides with
-`decide`, so an eval measures the decisions the worker would make. The funnel is not run: every labelled pair is
-judged, and the funnel-disagreement reason therefore never fires here.
+`policy_decision` (the precedence rule of worker/cascade/precedence.py), so an eval measures the
+decisions the worker would make. The funnel is not run: every labelled pair is judged, and the
+funnel-disagreement and severe-negative escalations therefore never fire here.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import httpx
 from funnel import FunnelResult
 from worker.cascade.escalate import PolicyOutcome
 from worker.cascade.tiers import Judges, ask, cascade
-from worker.cascade.verdict import decide
+from worker.cascade.verdict import policy_decision
 from worker.config import EscalationSettings, JudgeTierSettings
 from worker.eval.scoring import EvalTier, LabelledPost, PairResult, RunSummary, pairs_for
 from worker.judges.client import JudgeCall, JudgeClient, JudgeUnavailable
@@ -68,7 +69,7 @@ def pair_result(item: LabelledPost, outcome: PolicyOutcome, calls: Sequence[Judg
         policy_version=policy.version,
         label=item.labels[policy.id],
         predicted=None if answer is None else answer.violation,
-        decision=decide([outcome]),
+        decision=policy_decision(outcome),
         tier=outcome.deciding.tier,
         confidence=None if answer is None else answer.confidence,
         escalation_reasons=list(outcome.escalation_reasons),

@@ -13,10 +13,10 @@ so none is dropped (a purged in-flight record may have landed: at-least-once, a 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Any
 
 import structlog
@@ -198,45 +198,46 @@ class Publisher:
 
     async def send_many(self, outputs: Sequence[Output]) -> list[tuple[int, DeliveryFailed]]:
         """Produce many records and wait until the broker answered for every one of them: one
-        future and one loop wake-up for the whole group instead of one per record. Returns the
-        failures (index into `outputs`, error); an empty list means every record was acknowledged."""
+        future and one loop wake-up for the whole group instead of one per record, and one
+        delivery callback shared by its records (nothing allocated per record but what
+        `produce()` needs). Returns the failures (index into `outputs`, error); an empty list means
+        every record was acknowledged."""
         assert self._loop is not None, "Publisher.start() was not called"
         loop = self._loop
+        count = len(outputs)
+        if not count:
+            return []
         done: asyncio.Future[None] = loop.create_future()
-        failures: list[tuple[int, DeliveryFailed]] = []
         generation = self.generation
-        waiting = len(outputs)
-        if not waiting:
-            return failures
-        lock = threading.Lock()
+        # Delivery reports run on whichever thread serves them (the poll thread, or a flush from a
+        # revoke or restart): `next()` on an itertools.count is atomic under the GIL, a `+= 1` is not.
+        answered = itertools.count(1)
+        failed: list[tuple[Message | int, KafkaError]] = []
 
-        def report(index: int, error: KafkaError | None, _msg: Message | None = None) -> None:
-            # On the poll thread: count down; the last report wakes the loop once.
-            nonlocal waiting
-            with lock:
-                if error is None:
-                    self.last_delivered = time.monotonic()
-                else:
-                    failures.append((index, DeliveryFailed(error, generation)))
-                waiting -= 1
-                last = waiting == 0
-            if last:
+        def report(error: KafkaError | None, msg: Message) -> None:
+            if error is None:
+                self.last_delivered = time.monotonic()
+            else:
+                failed.append((msg, error))
+            if next(answered) == count:  # the last report wakes the loop once
                 loop.call_soon_threadsafe(_resolve, done, None, generation)
 
+        produce = self._producer.produce
         for index, (topic, key, value, headers) in enumerate(outputs):
             while True:
                 try:
-                    self._producer.produce(
-                        topic, value=value, key=key, headers=list(headers), on_delivery=partial(report, index)
-                    )
+                    produce(topic, value=value, key=key, headers=list(headers) if headers else None, on_delivery=report)
                     break
                 except BufferError:
                     await asyncio.sleep(0.05)  # local queue full: let delivery reports drain it
-                except KafkaException as exc:
-                    report(index, error_of(exc) or KafkaError(KafkaError._FAIL, str(exc)))
+                    produce = self._producer.produce  # a restart may have replaced the producer
+                except KafkaException as exc:  # refused before it was queued: no report will come
+                    failed.append((index, error_of(exc) or KafkaError(KafkaError._FAIL, str(exc))))
+                    if next(answered) == count:
+                        _resolve(done, None, generation)
                     break
         await done
-        return sorted(failures, key=lambda f: f[0])
+        return _failure_indices(outputs, failed, generation)
 
     def flush(self, timeout_s: float) -> int:
         """Block until queued records are delivered or the timeout passes; returns how many remain."""
@@ -257,6 +258,32 @@ class Publisher:
         if self._thread.is_alive():
             self._thread.join(timeout=2)
         return remaining
+
+
+def _failure_indices(
+    outputs: Sequence[Output], failed: list[tuple[Message | int, KafkaError]], generation: int
+) -> list[tuple[int, DeliveryFailed]]:
+    """`send_many`'s failures by index into `outputs`. A delivery report names its record by the
+    message only, so failed messages are matched back by (topic, key, value), in order among equal
+    records; failures are rare, so the lookup is built only when there are some."""
+    if not failed:
+        return []
+    where: dict[tuple[str, bytes | None, bytes | None], list[int]] = {}
+    for index, (topic, key, value, _headers) in enumerate(outputs):
+        where.setdefault((topic, key, value), []).append(index)
+    taken: set[int] = {item for item, _ in failed if isinstance(item, int)}
+    result: list[tuple[int, DeliveryFailed]] = []
+    for item, error in failed:
+        if isinstance(item, int):
+            index = item
+        else:
+            candidates = [i for i in where.get((str(item.topic()), item.key(), item.value()), []) if i not in taken]
+            if not candidates:  # never seen: every report is of a record of this group. Fail them all
+                return [(i, DeliveryFailed(error, generation)) for i in range(len(outputs))]
+            index = candidates[0]
+            taken.add(index)
+        result.append((index, DeliveryFailed(error, generation)))
+    return sorted(result, key=lambda f: f[0])
 
 
 def _resolve(future: asyncio.Future[None], error: KafkaError | None, generation: int) -> None:

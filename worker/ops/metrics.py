@@ -25,6 +25,13 @@ class Metrics:
         self.dlq_records = Counter(
             "modstream_dlq_records", "Records sent to the dead-letter topic", ["error_type"], registry=r
         )
+        self.review_records = Counter(
+            "modstream_review_records",
+            "Review records sent to the review topic (decision review), per reason: unresolved, review_action, "
+            "severe_negative (a record with several reasons counts once under each)",
+            ["reason"],
+            registry=r,
+        )
         self.trace_headers_dropped = Counter(
             "modstream_trace_headers_dropped",
             "Input traceparent/tracestate headers dropped as invalid (W3C format), per header",
@@ -161,8 +168,8 @@ class Metrics:
         # ---- operations: dashboards and alerts (docs/operations.md) ----
         self.policy_verdicts = Counter(
             "modstream_policy_verdicts",
-            "How each live policy ended for each judged post: hide (a decided violation), review "
-            "(unresolved), allow; tier is the deciding judge's",
+            "How each live policy ended for each judged post: its action when violated (hide, age_gate, label), "
+            "review (unresolved, or action review), allow; tier is the deciding judge's",
             ["policy_id", "decision", "tier"],
             registry=r,
         )

@@ -15,11 +15,12 @@ from typing import Any
 from funnel import FunnelResult
 from funnel.recall import RecallTracker
 from worker.cascade.pipeline import Judged
-from worker.cascade.verdict import decide
+from worker.cascade.verdict import policy_decision
 from worker.judges.breaker import STATE_VALUE, BreakerState
 from worker.judges.client import JudgeCall
 from worker.kafka.types import TopicPartitionKey
 from worker.ops.metrics import Metrics, usage_tokens
+from worker.ops.tracing import end_post_trace
 from worker.policies.screening import count_recall, count_screened
 
 
@@ -71,8 +72,10 @@ class Sensors:
         self._verdict(verdict.decision, verdict.tier).inc()
         count_recall(self.metrics, self.recall, verdict.results)
         for outcome in judged.outcomes:
-            self.metrics.policy_verdicts.labels(outcome.policy.id, decide([outcome]), outcome.deciding.tier).inc()
+            decision = policy_decision(outcome)
+            self.metrics.policy_verdicts.labels(outcome.policy.id, decision, outcome.deciding.tier).inc()
         self.metrics.post_latency.observe(latency_s)
+        end_post_trace()  # the post's OpenTelemetry spans, when enabled (worker/ops/tracing.py)
 
     def on_cleared(self, latencies_s: Sequence[float]) -> None:
         """Verdicts of the fast path (funnel cleared, no judge): `allow` by the funnel tier, exactly
@@ -82,8 +85,14 @@ class Sensors:
         for latency in latencies_s:
             observe(latency)
 
+    def on_review_record(self, reasons: Iterable[str]) -> None:
+        """A review record acknowledged on the review topic."""
+        for reason in reasons:
+            self.metrics.review_records.labels(reason).inc()
+
     def on_dead_letter(self, error_type: str) -> None:
         self.metrics.dlq_records.labels(error_type).inc()
+        end_post_trace(error_type)
 
     def on_processing_retry(self) -> None:
         self.metrics.processing_retries.inc()

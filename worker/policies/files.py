@@ -16,10 +16,11 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from worker.contracts import Confidence, PViolationBand
+from worker.contracts import Action, Confidence, PViolationBand, Severity
 
-Severity = Literal["low", "medium", "high", "severe"]
 LanguageRoute = Literal["judge", "funnel", "allow"]
+# A violated policy's action when its front matter names none for the result's severity.
+DEFAULT_ACTION: Action = "hide"
 FRONT_MATTER_FENCE = "---"
 
 
@@ -74,6 +75,11 @@ class PolicyFrontMatter(BaseModel):
     # candidate). Unlisted: readable languages `funnel`, others `default` (itself `judge`).
     languages: dict[str, LanguageRoute] = Field(default_factory=dict)
     escalation: EscalationHints = Field(default_factory=EscalationHints)
+    # What a violation of this policy asks downstream to do (docs/workflow.md, "Verdicts"): one action
+    # (`action: label`) or one per severity of the result (`action: {high: age_gate, severe: hide}`;
+    # a result is `severe` when the policy is or its category is in `escalation.severe_categories`).
+    # Unset, or a severity not listed: `hide`. `review`: a human decides before anything is applied.
+    action: Action | dict[Severity, Action] = "hide"
 
     @field_validator("languages")
     @classmethod
@@ -90,6 +96,19 @@ class PolicyFrontMatter(BaseModel):
         if self.shadow_of == self.id:
             raise ValueError("a shadow policy cannot be the shadow of itself")
         return self
+
+    def severity_of(self, category: str | None) -> Severity:
+        """A result's severity: `severe` when its category is one of `escalation.severe_categories`,
+        else the policy's."""
+        folded = (category or "").casefold()
+        if folded and any(folded == c.casefold() for c in self.escalation.severe_categories):
+            return "severe"
+        return self.severity
+
+    def action_for(self, severity: Severity) -> Action:
+        if isinstance(self.action, str):
+            return self.action
+        return self.action.get(severity, DEFAULT_ACTION)
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,6 +106,8 @@ def count_recall(metrics: Metrics, tracker: RecallTracker, results: Iterable[Pol
     candidates and bypass-sampled cleared posts (funnel/recall.py)."""
     touched: set[str] = set()
     for result in results:
+        if result.violation is None:  # no valid answer: says nothing about the funnel's recall
+            continue
         if result.sampled:
             metrics.funnel_sampled.labels(result.policy_id).inc()
             if result.violation:

@@ -174,7 +174,8 @@ def sim_vllm(**options: Any) -> None:  # fmt: skip
     """Serve a simulated vLLM (gpt-oss-safeguard) on the OpenAI-compatible API.
 
     Answers are scripted from the post text: `[[sim: violation=1 confidence=low ...]]` in a
-    post pins the verdict; otherwise trigger words decide. See docs/simulator.md. Test
+    post pins the verdict; otherwise the policy's own examples, trigger words and mention
+    frames decide. See docs/simulator.md. Test
     controls: POST /sim/faults, GET /sim/stats, POST /sim/reset, GET /sim/requests.
     """
     try:

@@ -20,6 +20,7 @@ from worker.judges.multipolicy import split_sections
 from . import tokens
 from .directives import DirectiveError, parse_post, stable_hash
 from .harmony import analysis_header, final_header, return_token
+from .reading import Match, find_frame, nearest_example
 
 FinishReason = Literal["stop", "length"]
 
@@ -31,10 +32,6 @@ TRIGGER_PHRASES: tuple[str, ...] = (
     "kill you", "die", "kys", "hate", "nazi", "bomb", "gun", "shoot up", "terrorist",
     "nude", "nudes", "paid review", "5 stars", "five stars", "fake review",
     "self harm", "self-harm", "cut myself", "suicide",
-    # Phrases of the shipped demo posts' obvious violations, so `modstream demo` reads sensibly.
-    "btc", "aimbot", "5 star google review", "pills would it take", "worthless", "rats spreading",
-    "with a rifle", "0nlyf4ns", "year olds dm", "stab you", "glock", "caliphate", "verify your login",
-    "k y s", "dead man walking",
 )  # fmt: skip
 _TRIGGER_RE = re.compile(r"(?<!\w)(" + "|".join(re.escape(p) for p in TRIGGER_PHRASES) + r")(?!\w)")
 
@@ -139,18 +136,25 @@ _FILLER = (
 )
 
 
+def _finding(trigger: str | None, frame: str | None, match: Match | None) -> str:
+    """One sentence of the reasoning: what decided the answer."""
+    if match is not None:
+        kind = "a violating" if match.example.violation else "a safe"
+        return f'It reads like {kind} example of the policy: "{_quote(match.example.text, 60)}".'
+    if trigger and frame:
+        return f'The phrase "{trigger}" appears, but framed by "{frame}": a mention, not a use.'
+    if trigger:
+        return f'The phrase "{trigger}" appears; the policy lists this as violating.'
+    return "Nothing in it matches the violating examples."
+
+
 def _reasoning_ids(
-    text: str, category: str | None, trigger: str | None, answer: dict[str, Any], effort: str, seed: int
+    text: str, category: str | None, finding: str, answer: dict[str, Any], effort: str, seed: int
 ) -> tuple[int, ...]:
     """The analysis text in tokens: REASONING_TOKENS[effort] of them (more if the quote and the
     finding alone are longer)."""
     subject = f"the {category} category" if category else "this policy"
     opening = f'The user posted: "{_quote(text, REASONING_QUOTE_CHARS)}". Checking it against {subject}.'
-    finding = (
-        f'The phrase "{trigger}" appears; the policy lists this as violating.'
-        if trigger
-        else "Nothing in it matches the violating examples."
-    )
     closing = tokens.encode(f" So violation={answer['violation']} with {answer['confidence']} confidence.")
     target = REASONING_TOKENS.get(effort, REASONING_TOKENS["medium"])
     head = tokens.encode(f"{opening} {finding}")
@@ -271,8 +275,12 @@ def plan(policy: str, post: str, effort: str, seed: int) -> Plan:
         directive = parse_post(policy).directive_for(effort).merged(directive)
     text = parsed.text or post
     trigger = find_trigger(parsed.text)
+    # The policy's own labelled texts first; else a trigger word, unless its frame makes it a mention.
+    match = nearest_example(policy, parsed.text)
+    frame = find_frame(parsed.text) if trigger and match is None else None
     category = policy_category(policy)
-    violation = directive.violation if directive.violation is not None else int(trigger is not None)
+    heuristic = match.example.violation if match is not None else int(trigger is not None and frame is None)
+    violation = directive.violation if directive.violation is not None else heuristic
     if directive.p_violation is not None:
         from_p = int(directive.p_violation >= 0.5)
         if directive.violation is not None and directive.violation != from_p:
@@ -281,11 +289,14 @@ def plan(policy: str, post: str, effort: str, seed: int) -> Plan:
                 f"but the directive also says violation={directive.violation}"
             )
         violation = from_p
-    default_category = category if violation else None
+    # A violation that matches a violating example is filed as that example is (category, rules).
+    taught = match.example if match is not None and match.example.violation and violation else None
+    default_category = (taught.policy_category or category) if taught else category if violation else None
     answer_category = directive.category if directive.category_set else default_category
-    rules = list(directive.rule_ids) if directive.rule_ids is not None else (["R1"] if violation else [])
+    default_rules = list(taught.rule_ids) if taught and taught.rule_ids else ["R1"] if violation else []
+    rules = list(directive.rule_ids) if directive.rule_ids is not None else default_rules
     quote = _quote(text, RATIONALE_QUOTE_CHARS)
-    filed = f" ({category})" if category else ""
+    filed = f" ({answer_category})" if answer_category else ""
     confidence = directive.confidence or heuristic_confidence(text, effort, seed)
     answer: dict[str, Any] = {
         "violation": violation,
@@ -295,7 +306,7 @@ def plan(policy: str, post: str, effort: str, seed: int) -> Plan:
         "rationale": f'Violates the policy{filed}: "{quote}"' if violation else f'No rule applies to "{quote}"',
     }
     p = directive.p_violation if directive.p_violation is not None else p_violation_for(violation, confidence)
-    reasoning = _reasoning_ids(text, category, trigger, answer, effort, seed)
+    reasoning = _reasoning_ids(text, category, _finding(trigger, frame, match), answer, effort, seed)
     return Plan(answer, reasoning, category, text, directive.fault, directive.delay_ms or 0, p,
                 example_answer_keys(policy))  # fmt: skip
 

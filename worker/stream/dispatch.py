@@ -6,7 +6,7 @@ or to its own task (judge work, DLQ records)."""
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+import time
 from dataclasses import dataclass
 from functools import partial
 
@@ -24,6 +24,7 @@ from worker.policies.reload import PolicyReloader
 from worker.policies.screening import PolicyRuntime, screen, with_bypass
 from worker.stream.backpressure import Backpressure
 from worker.stream.clients import ClientTrouble
+from worker.stream.deadline import retry_state
 from worker.stream.decode import DecodeError, decode_post
 from worker.stream.fastpath import Cleared, FastPath
 from worker.stream.flow import FlowControl
@@ -50,6 +51,8 @@ class DispatchSettings:
     passthrough: frozenset[str]
     max_record_bytes: int
     bypass_sample_rate: float
+    # Records of this topic keep their retry headers (worker/stream/deadline.py); None: no retry topic.
+    retry_topic: str | None = None
 
 
 class Dispatcher:
@@ -89,12 +92,17 @@ class Dispatcher:
         consumed = 0
         assigned = self.consumer.assigned
         passthrough = self.settings.passthrough
+        now = time.perf_counter()  # one clock reading for the batch: its posts were consumed together
+        of = Consumed.of
+        retry_topic = self.settings.retry_topic
         for msg in messages:
             error = msg.error()
             if error is not None:
                 self.trouble.on_consume_error(error)
                 continue
-            record = Consumed.of(msg, self._passthrough_headers(msg) if passthrough else ())
+            record = of(msg, self._passthrough_headers(msg) if passthrough else (), now)
+            if record.topic == retry_topic:
+                record = of(msg, (*record.headers, *retry_state(msg.headers())), now)
             consumed += 1
             if record.tp not in assigned:
                 # Fetched before a revoke: that partition is someone else's now; never act on it.
@@ -106,21 +114,22 @@ class Dispatcher:
         if overflow and not await self.backpressure.push_back(overflow, len(owned) - len(fits)):
             fits = owned  # could not seek back: holding a few over the cap beats skipping them
         ready: list[Consumed] = []
-        started: dict[TopicPartitionKey, int] = defaultdict(int)
-        for record in fits:
-            tp = record.tp
-            if self.flow.is_rewind(record):
-                ready = [r for r in ready if r.tp != tp]
-                started[tp] = 0
-                await self.rebalance.rewind(record)
-            if self.flow.admit_one(record, self.tasks.held(tp) + started[tp]):
-                ready.append(record)
-                started[tp] += 1
+        started: dict[TopicPartitionKey, int] = {}
+        at = self.flow.admit_batch(fits, 0, self.tasks.held, ready, started)
+        while at < len(fits):  # a rewind: start that partition over from this record
+            record = fits[at]
+            ready = [r for r in ready if r.tp != record.tp]
+            started[record.tp] = 0
+            await self.rebalance.rewind(record)
+            at = self.flow.admit_batch(fits, at, self.tasks.held, ready, started, rewound=at)
         await self.start(ready)
 
     def _passthrough_headers(self, msg: Message) -> tuple[Header, ...]:
         """The input headers on the allow-list; invalid trace headers are dropped and counted."""
-        selected = select_headers(msg.headers(), self.settings.passthrough)
+        raw = msg.headers()
+        if not raw:
+            return ()
+        selected = select_headers(raw, self.settings.passthrough)
         for name in selected.dropped:
             self.sensors.on_trace_header_dropped(name)
             if name not in self._dropped_logged:
@@ -216,7 +225,7 @@ class Dispatcher:
     def judge(self, record: Consumed, post: Post, result: FunnelResult, runtime: PolicyRuntime) -> None:
         """The per-post path: one task that judges (if there is anything to judge) and publishes."""
         judging = partial(judge_post, post, result, runtime, self.judges.judges, record.source, record.started)
-        self.tasks.judge(record, post, judging)
+        self.tasks.judge(record, post, judging, lambda: runtime.candidates(result))
 
     async def _screen(
         self, runtime: PolicyRuntime, valid: list[tuple[Consumed, Post]]

@@ -72,8 +72,9 @@ class FastPath:
             log.warning("fast_path_encode_failed", error_type=type(exc).__name__, posts=len(group))
             self._fall_back(group, runtime)
             return
+        topic = self.actions_topic
         items: list[tuple[Position, Output]] = [
-            (record.position, (self.actions_topic, post.id.encode(), value, list(record.headers)))
+            ((tp, record.offset), (topic, post.id.encode(), value, record.headers))
             for (record, post, _), value in zip(group, values, strict=True)
         ]
         self.tasks.spawn_group(tp, len(group), self._send(tp, group, items, runtime))
@@ -90,7 +91,11 @@ class FastPath:
         except Exception as exc:  # CancelledError is not an Exception: a revoke still cancels
             log.warning("fast_path_send_failed", error_type=type(exc).__name__, posts=len(group))
             failed = set(range(len(group)))
-        done = [record for i, (record, _, _) in enumerate(group) if i not in failed]
+        done = (
+            [record for i, (record, _, _) in enumerate(group) if i not in failed]
+            if failed
+            else [r for r, _, _ in group]
+        )
         self.tracker.finish_many(tp, [record.offset for record in done])
         now = time.perf_counter()
         self.sensors.on_cleared([now - record.started for record in done])

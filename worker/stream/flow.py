@@ -19,7 +19,7 @@ Pure logic, no Kafka.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Generic, Protocol, TypeVar
 
 from worker.stream.offsets import TopicPartitionKey
@@ -87,6 +87,43 @@ class FlowControl(Generic[R]):
         """`admit` for one record whose partition has `in_flight` records started: True = start it
         now, False = it was parked."""
         return bool(self.admit([record], lambda _tp: in_flight))
+
+    def admit_batch(
+        self,
+        records: Sequence[R],
+        start: int,
+        in_flight_of: Callable[[TopicPartitionKey], int],
+        ready: list[R],
+        started: dict[TopicPartitionKey, int],
+        rewound: int = -1,
+    ) -> int:
+        """`admit` for a fetched batch, from `records[start]` on, with rewind detection in the same
+        pass: admitted records are appended to `ready` (and counted in `started`, per partition,
+        on top of `in_flight_of(tp)`), the rest parked. Stops at the first record that is a
+        rewind (`is_rewind`) and returns its index: the caller handles the rewind and calls again
+        from there with `rewound` = that index. Returns `len(records)` when the batch is done."""
+        last_seen = self._last_seen
+        parked = self._parked
+        cap = self.max_per_partition
+        base: dict[TopicPartitionKey, int] = {}
+        for i in range(start, len(records)):
+            record = records[i]
+            tp = record.tp
+            offset = record.offset
+            last = last_seen.get(tp)
+            if last is not None and offset <= last and i != rewound:
+                return i
+            last_seen[tp] = offset
+            count = base.get(tp)
+            if count is None:
+                count = base[tp] = in_flight_of(tp)
+            now = started.get(tp, 0)
+            if parked.get(tp) or count + now >= cap:
+                parked.setdefault(tp, deque()).append(record)
+                continue
+            started[tp] = now + 1
+            ready.append(record)
+        return len(records)
 
     def release(self, in_flight_of: Callable[[TopicPartitionKey], int]) -> list[R]:
         """Parked records that fit now (oldest first per partition)."""

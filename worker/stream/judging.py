@@ -23,6 +23,7 @@ class StreamJudges:
         clock: JudgeUptimeClock,
         rules: EscalationSettings,
         multi_policy: bool,
+        public_rationale: bool = False,
     ) -> None:
         self.t1 = t1
         self.t2 = t2
@@ -34,6 +35,7 @@ class StreamJudges:
             rules=rules,
             t1_many=self._judge_many_t1 if multi_policy else None,
             t2_many=self._judge_many_t2 if multi_policy else None,
+            public_rationale=public_rationale,
         )
 
     def down(self) -> bool:

@@ -15,9 +15,11 @@ from worker.stream.offsets import TopicPartitionKey
 Position = tuple[TopicPartitionKey, int]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class Consumed:
-    """Enough of a Kafka message to publish results and commit."""
+    """Enough of a Kafka message to publish results and commit. Treated as immutable (not frozen:
+    a frozen dataclass sets each field through `object.__setattr__`, which the hot path of a fast
+    worker notices; `tp` is kept rather than rebuilt on every use for the same reason)."""
 
     topic: str
     partition: int
@@ -26,15 +28,31 @@ class Consumed:
     value: bytes | None
     started: float
     # The allow-listed input headers (headers.passthrough), copied onto every derived record.
-    headers: tuple[Header, ...] = ()
+    headers: tuple[Header, ...]
+    tp: TopicPartitionKey
 
-    @property
-    def tp(self) -> TopicPartitionKey:
-        return (self.topic, self.partition)
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        started: float,
+        headers: tuple[Header, ...] = (),
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.key = key
+        self.value = value
+        self.started = started
+        self.headers = headers
+        self.tp = (topic, partition)
 
     @property
     def position(self) -> Position:
-        return ((self.topic, self.partition), self.offset)
+        return (self.tp, self.offset)
 
     @property
     def source(self) -> SourceRef:
@@ -49,8 +67,8 @@ class Consumed:
     def of(cls, msg: Message, headers: tuple[Header, ...] = (), started: float | None = None) -> Consumed:
         return cls(
             str(msg.topic()),
-            int(msg.partition() or 0),
-            int(msg.offset() or 0),
+            msg.partition() or 0,
+            msg.offset() or 0,
             msg.key(),
             msg.value(),
             time.perf_counter() if started is None else started,

@@ -11,19 +11,31 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection, Coroutine
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import structlog
 
 from worker.cascade.pipeline import Judged
+from worker.cascade.verdict import assemble_review, review_policy
 from worker.contracts import Post
 from worker.kafka.producer import Undeliverable
 from worker.ops.sensors import Sensors
-from worker.ops.tracing import bind_trace
-from worker.stream.deadline import DeadlineExceeded, JudgeUptimeClock
+from worker.ops.tracing import bind_trace, end_post_trace, publish_headers
+from worker.policies.files import Policy
+from worker.stream.deadline import (
+    DeadlineExceeded,
+    JudgeUptimeClock,
+    RetryRoute,
+    attempt_of,
+    give_up_verdict,
+    origin_of,
+    retry_headers,
+    wait_until_due,
+)
 from worker.stream.decode import DecodeError
 from worker.stream.offsets import OffsetTracker, TopicPartitionKey
 from worker.stream.outputs import Outputs
@@ -54,6 +66,7 @@ class Topics:
     actions: str
     audit: str
     dlq: str
+    review: str = "review"
 
 
 class PostTasks:
@@ -69,6 +82,7 @@ class PostTasks:
         record_deadline_s: float,
         on_change: Callable[[], None],
         cleared_allowance: int = 0,
+        retry: RetryRoute | None = None,
     ) -> None:
         self.topics = topics
         self.outputs = outputs
@@ -78,6 +92,8 @@ class PostTasks:
         self.max_attempts = max_attempts
         self.record_deadline_s = record_deadline_s
         self.on_change = on_change  # a post started or finished (flow gauges, wait_for_room)
+        # Deadline-exceeded posts go to the retry topic (worker/stream/deadline.py); None: straight to the DLQ.
+        self.retry = retry
         self._tasks: dict[TopicPartitionKey, set[asyncio.Task[None]]] = defaultdict(set)
         # Group tasks (the fast path: one task, many posts) and the posts they carry.
         self._groups = 0
@@ -139,8 +155,11 @@ class PostTasks:
 
     # ---- per-post tasks --------------------------------------------------------------------------
 
-    def judge(self, record: Consumed, post: Post, judging: Judging) -> None:
-        self._spawn(record, lambda: self._judge_and_publish(record, post, judging))
+    def judge(
+        self, record: Consumed, post: Post, judging: Judging, candidates: Callable[[], Sequence[Policy]] = tuple
+    ) -> None:
+        """`candidates`: the post's candidate policies, asked for only if the post runs out of time."""
+        self._spawn(record, lambda: self._judge_and_publish(record, post, judging, candidates))
 
     def dead_letter(self, record: Consumed, error: DecodeError) -> None:
         self._spawn(record, lambda: self._dead_letter(record, error))
@@ -198,17 +217,66 @@ class PostTasks:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
 
-    async def _judge_and_publish(self, record: Consumed, post: Post, judging: Judging) -> None:
-        bind_trace(record.headers)  # this task's judge requests carry the post's trace context
-        judged = await self._judge_within_deadline(judging)
+    async def _judge_and_publish(
+        self, record: Consumed, post: Post, judging: Judging, candidates: Callable[[], Sequence[Policy]]
+    ) -> None:
+        bind_trace(record.headers, record.started, record.where)  # judge requests carry the trace context
+        if self.retry is not None and record.topic == self.retry.topic:
+            await wait_until_due(record.headers)
+        try:
+            judged = await self._judge_within_deadline(judging)
+        except DeadlineExceeded as exc:
+            end_post_trace("deadline_exceeded")  # its spans (OTel on) end here; retry and DLQ carry the caller's
+            await self._deadline_exceeded(record, post, exc, candidates())
+            return
         key = post.id.encode()
-        headers = list(record.headers)
+        headers = publish_headers(record.headers)  # the publish span's trace context when OTel is on
         verdict = judged.verdict.model_dump_json().encode()
         sends = [self.outputs.send(record.position, self.topics.actions, key, verdict, headers)]
         if judged.audit is not None:
             sends.append(self._send_audit(record, key, judged.audit.model_dump_json().encode(), headers))
+        # Decision `review`: a record for the human queue, through the same outputs (same transaction
+        # or the same at-least-once acknowledgement before the offset is finished).
+        review = judged.review_record(post, self.topics.audit, datetime.now(UTC))
+        if review is not None:
+            value = review.model_dump_json().encode()
+            sends.append(self.outputs.send(record.position, self.topics.review, key, value, headers))
         await asyncio.gather(*sends)
         self.sensors.on_judged(judged, time.perf_counter() - record.started)
+        if review is not None:
+            self.sensors.on_review_record(review.reasons)
+
+    async def _deadline_exceeded(
+        self, record: Consumed, post: Post, exc: DeadlineExceeded, candidates: Sequence[Policy]
+    ) -> None:
+        """To the retry topic while attempts are left; else the DLQ, a verdict with every candidate
+        policy unresolved (`review`) and its review record (reason `deadline`)."""
+        retry = self.retry
+        attempt = attempt_of(record.headers) if retry is not None and record.topic == retry.topic else 1
+        if retry is not None and attempt < retry.max_attempts:
+            origin = origin_of(record.headers, f"{record.topic}/{record.partition}/{record.offset}")
+            headers = retry_headers(record.headers, attempt + 1, time.time() + retry.delay_s, origin)
+            await self.outputs.send(record.position, retry.topic, record.key, record.value, headers)
+            log.info("deadline_exceeded_retry", attempt=attempt, next_attempt=attempt + 1, **record.where)
+            return
+        message = f"{exc} ({attempt} attempt{'s' if attempt > 1 else ''})"
+        latency_ms = (time.perf_counter() - record.started) * 1000
+        verdict = give_up_verdict(post.id, record.source, attempt, latency_ms, candidates)
+        key, headers = post.id.encode(), list(record.headers)
+        sends = [
+            self._dead_letter(record, DecodeError("deadline_exceeded", message)),
+            self.outputs.send(record.position, self.topics.actions, key, verdict.model_dump_json().encode(), headers),
+        ]
+        review = None
+        if verdict.decision == "review":
+            policies = [review_policy(result) for result in verdict.results]
+            review = assemble_review(post, verdict, policies, ["deadline"], self.topics.audit, datetime.now(UTC))
+            sends.append(
+                self.outputs.send(record.position, self.topics.review, key, review.model_dump_json().encode(), headers)
+            )
+        await asyncio.gather(*sends)
+        if review is not None:
+            self.sensors.on_review_record(review.reasons)
 
     async def _send_audit(self, record: Consumed, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
         try:

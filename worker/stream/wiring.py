@@ -18,7 +18,7 @@ from worker.ops.watch import Watch
 from worker.policies.reload import PolicyReloader
 from worker.stream.backpressure import Backpressure
 from worker.stream.clients import ClientTrouble
-from worker.stream.deadline import JudgeUptimeClock
+from worker.stream.deadline import JudgeUptimeClock, RetryRoute
 from worker.stream.dispatch import Dispatcher, DispatchSettings
 from worker.stream.fastpath import FastPath
 from worker.stream.flow import FlowControl
@@ -104,6 +104,10 @@ def wire(settings: Settings, metrics: Metrics | None = None) -> Parts:
     clock = JudgeUptimeClock()
     trouble = ClientTrouble(sensors)
     kafka = settings.kafka
+    # Deadline-exceeded posts: produced to and consumed from the retry topic (worker/stream/deadline.py).
+    retry = None
+    if settings.retry_max_attempts > 1:
+        retry = RetryRoute(settings.topics.retry, settings.retry_delay_s, settings.retry_max_attempts)
     # The consumer calls back into `rebalance`, built below from parts that need the consumer.
     consumer = GroupConsumer(
         consumer_config(
@@ -114,7 +118,7 @@ def wire(settings: Settings, metrics: Metrics | None = None) -> Parts:
             kafka.heartbeat_interval_ms,
             kafka.partition_assignment_strategy,
         ),
-        [settings.topics.posts],
+        [settings.topics.posts, *([retry.topic] if retry else [])],
         on_assign=lambda keys: rebalance.on_assign(keys),
         on_revoke=lambda keys: rebalance.on_revoke(keys),
         on_lost=lambda keys: rebalance.on_lost(keys),
@@ -139,7 +143,9 @@ def wire(settings: Settings, metrics: Metrics | None = None) -> Parts:
     else:
         outputs = AtLeastOnceOutputs(publisher, consumer, tracker, sensors)
     t1, t2, close_http = judge_clients(settings, sensors, clock)
-    judges = StreamJudges(t1, t2, sensors, clock, settings.escalation, settings.judge_mode == "multi_policy")
+    judges = StreamJudges(
+        t1, t2, sensors, clock, settings.escalation, settings.judge_mode == "multi_policy", settings.public_rationale
+    )
     # Readiness, the judge-uptime clock and the producer watchdog (see watch.py).
     watch = Watch(
         (t1, t2),
@@ -152,7 +158,7 @@ def wire(settings: Settings, metrics: Metrics | None = None) -> Parts:
     )
     trouble.watch, trouble.consumer = watch, consumer
     tasks = PostTasks(
-        Topics(settings.topics.actions, settings.topics.audit, settings.topics.dlq),
+        Topics(settings.topics.actions, settings.topics.audit, settings.topics.dlq, settings.topics.review),
         outputs,
         tracker,
         sensors,
@@ -161,6 +167,7 @@ def wire(settings: Settings, metrics: Metrics | None = None) -> Parts:
         record_deadline_s=settings.record_deadline_s,
         on_change=lambda: backpressure.observe(),
         cleared_allowance=settings.max_in_flight_cleared if settings.fast_path else 0,
+        retry=retry,
     )
     backpressure = Backpressure(
         consumer, flow, tracker, sensors, judges.down, lambda: tasks.running, tasks.held, lambda: tasks.held_total
@@ -172,6 +179,7 @@ def wire(settings: Settings, metrics: Metrics | None = None) -> Parts:
             frozenset(settings.headers.passthrough),
             settings.max_record_bytes,
             settings.escalation.bypass_sample_rate,
+            retry.topic if retry else None,
         ),
         consumer,
         flow,

@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 
 from funnel import Funnel, FunnelResult
 from tests.judges_support import write_policy
-from worker.cascade.cleared import encode_cleared, encode_cleared_batch, is_cleared
+from worker.cascade.cleared import encode_cleared, encode_cleared_batch, is_cleared, stream_id
 from worker.cascade.pipeline import Judges, judge_post
+from worker.cascade.revisions import stream_verdict_id
 from worker.config import EscalationSettings
 from worker.contracts import Post, SourceRef
 from worker.judges.client import JudgeCall
@@ -179,3 +180,9 @@ def test_real_funnel_on_shipped_policies(use_heads: bool) -> None:
         assert parsed["funnel"]["policy_versions"] == runtime.versions and parsed["funnel"]["fit"] == runtime.fit_id
         assert parsed["decided_at"] == "2026-12-05T00:00:01.000250Z" and math.isclose(parsed["latency_ms"], 12.35)
     assert 0 < cleared < len(texts)
+
+
+@given(post_id=TEXT, topic=TEXT, partition=st.integers(0, 10_000), offset=st.integers(0, 2**62))
+def test_the_fast_verdict_id_is_the_uuid5_of_revisions(post_id: str, topic: str, partition: int, offset: int) -> None:
+    source = SourceRef(topic=topic, partition=partition, offset=offset)
+    assert stream_id(post_id, f"{topic}/{partition}/{offset}").decode() == stream_verdict_id(post_id, source)

@@ -6,7 +6,8 @@ from pydantic import ValidationError
 from funnel import FunnelResult
 from tests.helpers_policies import make_policy
 from worker.cascade.escalate import escalation_reasons, in_audit_sample, settle
-from worker.cascade.verdict import assemble_verdict, decide
+from worker.cascade.precedence import decide
+from worker.cascade.verdict import all_results, assemble_verdict, policy_decision
 from worker.config import EscalationSettings
 from worker.contracts import AuditCall, JudgeAnswer, SourceRef
 from worker.judges.client import Failure, JudgeCall, TierName
@@ -114,12 +115,15 @@ def test_decision_rules_and_verdict_assembly() -> None:
     hide = settle(call(spam, violation=1), [], None, RULES)
     allow = settle(call(hate), [], None, RULES)
     review = settle(call(hate), ["low_confidence"], call(hate, tier="t2", failure="empty"), RULES)
-    assert decide([allow]) == "allow"
-    assert decide([allow, review]) == "review"
-    assert decide([hide, review]) == "hide"
+    assert [policy_decision(o) for o in (hide, allow, review)] == ["hide", "allow", "review"]
+    assert decide(all_results([allow])) == ("allow", None)
+    assert decide(all_results([allow, review])) == ("review", "allow")
+    # A decided hide no longer masks an open question: review, with the hide applied meanwhile.
+    assert decide(all_results([hide, review])) == ("review", "hide")
     source = SourceRef(topic="posts", partition=0, offset=5)
     verdict = assemble_verdict("p1", [hide, review], QUIET, source, 12.5)
-    assert verdict.decision == "hide" and verdict.tier == "t2" and verdict.escalated
+    assert verdict.decision == "review" and verdict.interim_action == "hide"
+    assert verdict.tier == "t2" and verdict.escalated
     assert verdict.model == "m-t2" and verdict.reasoning_effort == "high"
     assert verdict.escalation_reasons == ["low_confidence"]
     assert [r.policy_id for r in verdict.results] == ["spam", "hate"]

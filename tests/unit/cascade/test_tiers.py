@@ -10,7 +10,7 @@ import pytest
 from funnel import FunnelResult
 from tests.judges_support import write_policy
 from worker.cascade.tiers import Judges, cascade
-from worker.cascade.verdict import decide
+from worker.cascade.verdict import policy_decision
 from worker.config import EscalationSettings
 from worker.contracts import AuditCall, JudgeAnswer, Post
 from worker.judges.client import JudgeCall, TierName
@@ -62,7 +62,7 @@ async def test_only_escalated_policies_reach_tier_two(policies: list[Policy]) ->
     assert sorted(asked) == [("t1", "alpha"), ("t1", "beta"), ("t1", "gamma"), ("t2", "beta"), ("t2", "gamma")]
     assert done.reasons == [[], ["low_confidence"], ["invalid_answer"]]
     assert [o.deciding.tier for o in done.outcomes] == ["t1", "t2", "t2"]
-    assert [decide([o]) for o in done.outcomes] == ["hide", "hide", "allow"]
+    assert [policy_decision(o) for o in done.outcomes] == ["hide", "hide", "allow"]
     assert done.t2_for("alpha") is None and done.t2_for("beta") is not None
 
 
@@ -70,14 +70,14 @@ async def test_a_tier_two_that_fails_or_is_unsure_leaves_the_policy_to_review(po
     judges = scripted({"alpha": ("0:low", "none"), "beta": ("0:low", "1:low"), "gamma": ("0:high", "1:high")}, [])
     done = await cascade(POST, policies, judges, screened(policies))
     assert [o.unresolved for o in done.outcomes] == [True, True, False]
-    assert [decide([o]) for o in done.outcomes] == ["review", "review", "allow"]
+    assert [policy_decision(o) for o in done.outcomes] == ["review", "review", "allow"]
 
 
 async def test_the_funnel_being_very_sure_escalates_a_safe_answer(policies: list[Policy]) -> None:
     judges = scripted({p.id: ("0:high", "1:high") for p in policies}, [])
     done = await cascade(POST, policies, judges, screened(policies, very_sure=("beta",)))
     assert done.reasons == [[], ["funnel_disagreement"], []]
-    assert [decide([o]) for o in done.outcomes] == ["allow", "hide", "allow"]
+    assert [policy_decision(o) for o in done.outcomes] == ["allow", "hide", "allow"]
 
 
 async def test_nothing_escalated_means_no_tier_two_call(policies: list[Policy]) -> None:

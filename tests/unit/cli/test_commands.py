@@ -11,8 +11,9 @@ import click
 from worker.cli.main import cli
 
 EXPECTED = {
+    "appeals serve": ["--config", "--group"],
     "audit export": ["--config", "--out", "--since", "--topic", "--until"],
-    "demo": ["--judge", "--keep-running", "--metrics-port", "--policies", "--posts"],
+    "demo": ["--judge", "--keep-running", "--metrics-port", "--policies", "--posts", "--report"],
     "eval": ["--compare", "--concurrency", "--dataset", "--judge", "--judge-mode", "--judge-t2", "--limit",
              "--logprobs", "--max-tokens", "--model", "--model-t2", "--policies", "--report", "--response-format",
              "--tier", "--timeout"],
@@ -26,8 +27,15 @@ EXPECTED = {
                      "--policies", "--readable", "--sidecar"],
     "policy lint": ["--tokens-error", "--tokens-warn", "directory"],
     "policy tokens": ["directory"],
+    "review apply": ["--config", "--db", "--group"],
+    "review labels": ["--config", "--out", "--since", "--until"],
+    "review serve": ["--config", "--cot-reviewers", "--db", "--host", "--limit", "--origin", "--port", "--token",
+                     "--trusted-header"],
     "run": ["--config"],
     "schemas": ["--out"],
+    "sweep": ["--actions-slack", "--concurrency", "--config", "--dry-run", "--dry-run-topic", "--effort", "--from",
+              "--funnel", "--group", "--policies", "--policies-dir", "--rate", "--report", "--state-dir", "--tier",
+              "--to"],
 }  # fmt: skip
 
 

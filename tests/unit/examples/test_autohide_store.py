@@ -67,6 +67,14 @@ def test_schema_1_verdicts_are_revision_0_named_by_offset() -> None:
     assert old.state == "visible", "review keeps the post up until a reviewer decides"
 
 
+def test_review_applies_the_interim_action_meanwhile() -> None:
+    severe = {"post_id": "p", "decision": "review", "interim_action": "hide", "revision": 1, "verdict_id": "v"}
+    assert reduce_verdict(severe, fallback_id(1)).state == "hidden"
+    labelled = {**severe, "interim_action": "label"}
+    assert reduce_verdict(labelled, fallback_id(1)).state == "labelled"
+    assert reduce_verdict({**severe, "interim_action": None}, fallback_id(1)).state == "visible"
+
+
 @pytest.mark.parametrize(
     ("verdict", "why"),
     [

@@ -68,6 +68,8 @@ CASES: dict[str, list[tuple[str, str]]] = {
     "severe-category-unknown": [(W, "severe-category-unknown")],
     "thresholds-inverted": [(W, "thresholds-inverted")],
     "shadow-of-unknown": [(E, "shadow-of-unknown")],
+    "action-unreachable": [(W, "action-unreachable")],
+    "severe-action-mild": [(W, "severe-action-mild")],
 }
 
 

@@ -89,7 +89,7 @@ async def test_a_group_is_sent_together_and_finishes_in_bulk() -> None:
     first = orjson.loads(h.outputs.sent[0][1][2] or b"")
     assert first["source"] == {"topic": "posts", "partition": 2, "offset": 10}
     assert (first["decision"], first["tier"], first["results"]) == ("allow", "funnel", [])
-    assert all(headers == [("tenant-id", b"t")] for _, (_, _, _, headers) in h.outputs.sent)
+    assert all(list(headers) == [("tenant-id", b"t")] for _, (_, _, _, headers) in h.outputs.sent)
     assert h.verdicts() == 5
     assert h.sensors.metrics.registry.get_sample_value("modstream_post_latency_seconds_count") == 5
     assert h.fell_back == []

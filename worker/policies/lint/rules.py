@@ -238,6 +238,25 @@ def lint_policy(
                 f'severe category {category!r} is never named in quotes in the body ("{category}"), '
                 "so the model has no reason to answer it as policy_category",
             )
+
+    # --- action (docs/workflow.md, "Verdicts") ---------------------------------------------------
+    meta = policy.meta
+    reachable = {meta.severity} | ({"severe"} if meta.escalation.severe_categories else set())
+    if isinstance(meta.action, dict):
+        for severity in sorted(set(meta.action) - reachable):
+            add(
+                "warning",
+                "action-unreachable",
+                f"action names severity {severity!r}, which this policy's results never have (they are "
+                f"{' or '.join(sorted(reachable))}: the policy's severity, or severe for a severe category)",
+            )
+    if "severe" in reachable and meta.action_for("severe") in ("label", "age_gate"):
+        add(
+            "warning",
+            "severe-action-mild",
+            f"a severe violation is only {meta.action_for('severe')!r}: it stays visible; use hide, or review "
+            "for a human to decide first",
+        )
     return findings
 
 

@@ -174,3 +174,167 @@ the kubelet expands from env vars defined earlier in the same container.
 {{- end -}}
 {{- if $extra -}}{{- toJson $extra -}}{{- end -}}
 {{- end -}}
+
+{{/*
+The environment every modstream process shares (worker, sweep, review console, review apply,
+appeals): config file, policies directory, Kafka (address, group, credentials) and topics.
+Call with the root context; include with nindent.
+*/}}
+{{- define "modstream.commonEnv" -}}
+{{- $kafkaExtra := include "modstream.kafkaExtraJson" . -}}
+- name: MODSTREAM_CONFIG_FILE
+  value: /etc/modstream/config/config.yaml
+{{- if include "modstream.hasPolicyConfigMaps" . }}
+- name: MODSTREAM_POLICIES_DIR
+  value: /etc/modstream/policies
+{{- end }}
+- name: MODSTREAM_KAFKA__BOOTSTRAP_SERVERS
+  value: {{ .Values.kafka.bootstrapServers | quote }}
+# The worker's group; the other commands derive their own from it (<group>-sweep-<run>, -review-apply, ...).
+- name: MODSTREAM_KAFKA__GROUP_ID
+  value: {{ .Values.kafka.groupId | quote }}
+{{- if .Values.kafka.extraSecret.name }}
+- name: MODSTREAM_KAFKA__EXTRA
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.kafka.extraSecret.name }}
+      key: {{ .Values.kafka.extraSecret.key }}
+{{- else }}
+{{- if .Values.kafka.sasl.enabled }}
+# Defined before MODSTREAM_KAFKA__EXTRA so that $(...) references expand.
+- name: KAFKA_SASL_USERNAME
+  {{- if .Values.kafka.sasl.username }}
+  value: {{ .Values.kafka.sasl.username | quote }}
+  {{- else }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.kafka.sasl.existingSecret }}
+      key: {{ .Values.kafka.sasl.usernameKey }}
+  {{- end }}
+- name: KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.kafka.sasl.existingSecret }}
+      key: {{ .Values.kafka.sasl.passwordKey }}
+{{- end }}
+{{- if $kafkaExtra }}
+- name: MODSTREAM_KAFKA__EXTRA
+  value: {{ $kafkaExtra | quote }}
+{{- end }}
+{{- end }}
+- name: MODSTREAM_TOPICS__POSTS
+  value: {{ .Values.topics.posts | quote }}
+- name: MODSTREAM_TOPICS__ACTIONS
+  value: {{ .Values.topics.actions | quote }}
+- name: MODSTREAM_TOPICS__AUDIT
+  value: {{ .Values.topics.audit | quote }}
+- name: MODSTREAM_TOPICS__DLQ
+  value: {{ .Values.topics.dlq | quote }}
+- name: MODSTREAM_TOPICS__RETRY
+  value: {{ .Values.topics.retry | quote }}
+- name: MODSTREAM_TOPICS__REVIEW
+  value: {{ .Values.topics.review | quote }}
+- name: MODSTREAM_TOPICS__REVIEW_DECISIONS
+  value: {{ .Values.topics.reviewDecisions | quote }}
+- name: MODSTREAM_TOPICS__APPEALS
+  value: {{ .Values.topics.appeals | quote }}
+{{- end -}}
+
+{{/*
+Judge settings of some tiers; call with (dict "ctx" $ "tiers" (list "t1" "t2") "maxInFlight" true).
+maxInFlight: also MODSTREAM_JUDGE_<TIER>__MAX_IN_FLIGHT (the worker's share of the servers' batch).
+*/}}
+{{- define "modstream.judgeEnv" -}}
+{{- $ctx := .ctx -}}
+{{- $inFlight := .maxInFlight -}}
+{{- range $tier := .tiers }}
+{{- $judge := index $ctx.Values.judges $tier }}
+{{- $TIER := upper $tier }}
+- name: MODSTREAM_JUDGE_{{ $TIER }}__BASE_URLS
+  value: {{ include "modstream.judgeBaseUrls" (dict "ctx" $ctx "tier" $tier) | quote }}
+- name: MODSTREAM_JUDGE_{{ $TIER }}__MODEL
+  value: {{ include "modstream.judgeModel" (dict "ctx" $ctx "tier" $tier) | quote }}
+- name: MODSTREAM_JUDGE_{{ $TIER }}__REASONING_EFFORT
+  value: {{ $judge.reasoningEffort | quote }}
+{{- if $inFlight }}
+- name: MODSTREAM_JUDGE_{{ $TIER }}__MAX_IN_FLIGHT
+  value: {{ include "modstream.judgeMaxInFlight" (dict "ctx" $ctx "tier" $tier) | quote }}
+{{- end }}
+- name: MODSTREAM_JUDGE_{{ $TIER }}__TIMEOUT_S
+  value: {{ $judge.timeoutS | quote }}
+# The server's --max-model-len: the client budgets prompt + output within it.
+- name: MODSTREAM_JUDGE_{{ $TIER }}__MAX_MODEL_LEN
+  value: {{ $judge.maxModelLen | default (index $ctx.Values.vllm $tier).maxModelLen | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Read-only root filesystem: HOME and caches on the /tmp emptyDir. */}}
+{{- define "modstream.homeEnv" -}}
+- name: HOME
+  value: /tmp
+- name: XDG_CACHE_HOME
+  value: /tmp/.cache
+{{- end -}}
+
+{{/* Mounts of the shared volumes (modstream.commonVolumes): config, policies, Kafka TLS, /tmp. */}}
+{{- define "modstream.commonVolumeMounts" -}}
+- name: config
+  mountPath: /etc/modstream/config
+  readOnly: true
+{{- if include "modstream.hasPolicyConfigMaps" . }}
+# Mounted as a directory (no subPath) so that ConfigMap edits reach the pod.
+- name: policies
+  mountPath: /etc/modstream/policies
+  readOnly: true
+{{- end }}
+{{- if .Values.kafka.tls.caSecret }}
+- name: kafka-ca
+  mountPath: /etc/modstream/kafka-ca
+  readOnly: true
+{{- end }}
+{{- if .Values.kafka.tls.clientCertSecret }}
+- name: kafka-client
+  mountPath: /etc/modstream/kafka-client
+  readOnly: true
+{{- end }}
+- name: tmp
+  mountPath: /tmp
+{{- end -}}
+
+{{/* The volumes behind modstream.commonVolumeMounts. */}}
+{{- define "modstream.commonVolumes" -}}
+- name: config
+  configMap:
+    name: {{ include "modstream.workerName" . }}-config
+{{- if include "modstream.hasPolicyConfigMaps" . }}
+- name: policies
+  projected:
+    sources:
+      {{- if .Values.existingPoliciesConfigMap }}
+      - configMap:
+          name: {{ .Values.existingPoliciesConfigMap }}
+      {{- end }}
+      {{- if .Values.policies }}
+      - configMap:
+          name: {{ include "modstream.fullname" . }}-policies
+      {{- end }}
+{{- end }}
+{{- if .Values.kafka.tls.caSecret }}
+- name: kafka-ca
+  secret:
+    secretName: {{ .Values.kafka.tls.caSecret }}
+{{- end }}
+{{- if .Values.kafka.tls.clientCertSecret }}
+- name: kafka-client
+  secret:
+    secretName: {{ .Values.kafka.tls.clientCertSecret }}
+    defaultMode: 0440
+{{- end }}
+- name: tmp
+  emptyDir:
+    sizeLimit: 1Gi
+{{- end -}}
+
+{{- define "modstream.reviewConsoleName" -}}
+{{- printf "%s-review-console" (include "modstream.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
