@@ -29,6 +29,17 @@ def parse_when(value: str, now: datetime) -> datetime:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
+# `--out`: where a command writing JSONL (audit export, review labels) puts it.
+jsonl_out_option = click.option(
+    "--out",
+    "out_path",
+    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+    default="-",
+    show_default=True,
+    help="JSONL file to write (- for standard output).",
+)
+
+
 @click.group("audit")
 def audit_group() -> None:
     """Read the audit trail: what the judges were asked and answered, per post."""
@@ -38,14 +49,7 @@ def audit_group() -> None:
 @click.option("--since", required=True, help="Start (inclusive): RFC 3339 time or an age like 7d, 36h.")
 @click.option("--until", default=None, help="End (exclusive): RFC 3339 time or an age [default: now].")
 @click.option("--topic", default=None, help="Topic to read [default: the configured audit topic].")
-@click.option(
-    "--out",
-    "out_path",
-    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
-    default="-",
-    show_default=True,
-    help="JSONL file to write (- for standard output).",
-)
+@jsonl_out_option
 @click.option(
     "--config",
     "config_file",

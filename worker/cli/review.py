@@ -16,7 +16,7 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
-from worker.cli.audit import parse_when
+from worker.cli.audit import jsonl_out_option, parse_when
 from worker.cli.run import ConfigFailure
 from worker.config import ConfigError, Settings, load_settings
 from worker.contracts import ReviewDecision
@@ -155,14 +155,7 @@ def serve_command(
 @config_option
 @click.option("--since", required=True, help="Decisions from (inclusive): RFC 3339 time or an age like 30d, 36h.")
 @click.option("--until", default=None, help="Decisions until (exclusive): RFC 3339 time or an age [default: now].")
-@click.option(
-    "--out",
-    "out_path",
-    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
-    default="-",
-    show_default=True,
-    help="JSONL file to write (- for standard output).",
-)
+@jsonl_out_option
 def labels_command(config_file: Path | None, since: str, until: str | None, out_path: Path) -> None:
     """Write the reviewers' decisions between SINCE and UNTIL as a labelled dataset, one post a line
     ({"id", "text", ..., "labels": {policy_id: 0|1}}), the format `modstream eval --dataset` and
