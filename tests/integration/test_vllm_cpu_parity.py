@@ -262,7 +262,7 @@ def _prefix_counters(client: httpx.Client, base_url: str) -> tuple[float, float]
 
 def _wait_counters_move(client: httpx.Client, base_url: str, before: tuple[float, float]) -> tuple[float, float]:
     """Counters are updated from the engine's stats stream; give them a moment, without sleeping blindly."""
-    deadline = time.monotonic() + 10.0
+    deadline = time.monotonic() + 60.0  # generous: a loaded 2-core runner may lag; returns as soon as they move
     now = _prefix_counters(client, base_url)
     while now[0] <= before[0] and time.monotonic() < deadline:
         time.sleep(0.1)

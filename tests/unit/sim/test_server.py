@@ -56,7 +56,7 @@ def chat(client: httpx.Client, post: str, **kw: Any) -> httpx.Response:
     return client.post("/v1/chat/completions", json=body(post, **kw))
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+def wait_until(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         assert time.monotonic() < deadline, "condition not met before the deadline"
