@@ -7,8 +7,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -336,3 +338,29 @@ def metric_samples(worker: WorkerProcess, name: str) -> list[tuple[str, float]]:
             name_labels, _, value = line.rpartition(" ")
             out.append((name_labels[len(name) :], float(value)))
     return out
+
+
+@contextmanager
+def running_in_thread(service: Callable[[threading.Event], None], what: str) -> Iterator[None]:
+    """`service(stop)` on a daemon thread for the with-block (a consumer service under test: its own
+    consumer, its own store connection); on exit `stop` is set, the thread joined, and a failure of
+    the service fails the test."""
+    stop = threading.Event()
+    failed: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            service(stop)
+        except BaseException as exc:
+            failed.append(exc)
+            raise
+
+    thread = threading.Thread(target=target, name=what, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(60)
+        assert not thread.is_alive(), f"{what} did not stop"
+        assert not failed, f"{what} failed: {failed}"

@@ -15,7 +15,15 @@ import pytest
 from examples.autohide.service import Counts, run
 from examples.autohide.store import open_store
 from tests.conftest import worker_env
-from tests.kafka_support import WorkerProcess, post_value, produce, read_topic, verdicts_by_id, wait_for
+from tests.kafka_support import (
+    WorkerProcess,
+    post_value,
+    produce,
+    read_topic,
+    running_in_thread,
+    verdicts_by_id,
+    wait_for,
+)
 from worker.local.broker import EmbeddedBroker
 from worker.sim.process import SimulatorProcess
 
@@ -32,33 +40,13 @@ TEXTS = [
 @contextmanager
 def autohide(bootstrap: str, db_path: Path, group: str) -> Iterator[Counts]:
     """The service on a thread (its own consumer, its own SQLite connection), stopped on exit."""
-    stop = threading.Event()
     counts = Counts()
-    failed: list[BaseException] = []
 
-    def target() -> None:
-        try:
-            run(
-                bootstrap,
-                open_store(str(db_path)),
-                stop,
-                group=group,
-                extra={"session.timeout.ms": 6000},
-                counts=counts,
-            )
-        except BaseException as exc:
-            failed.append(exc)
-            raise
+    def service(stop: threading.Event) -> None:
+        run(bootstrap, open_store(str(db_path)), stop, group=group, extra={"session.timeout.ms": 6000}, counts=counts)
 
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    try:
+    with running_in_thread(service, "the auto-hide service"):
         yield counts
-    finally:
-        stop.set()
-        thread.join(60)
-        assert not thread.is_alive(), "the service did not stop"
-        assert not failed, f"the service failed: {failed}"
 
 
 def rows(db_path: Path) -> dict[str, tuple[str, str, int]]:

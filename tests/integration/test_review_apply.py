@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -18,7 +17,7 @@ import orjson
 import pytest
 
 from tests.integration.test_autohide import autohide, rows
-from tests.kafka_support import FAST_GROUP, PROJECT_ROOT, produce, read_topic, wait_for
+from tests.kafka_support import FAST_GROUP, PROJECT_ROOT, produce, read_topic, running_in_thread, wait_for
 from tests.review_support import policy, result, review_decision, review_record, stream_verdict
 from worker.cascade.revisions import verdict_id
 from worker.contracts import ReviewDecision, ReviewRecord
@@ -48,25 +47,8 @@ def applier(bootstrap: str, db: Path, group: str = "review-apply") -> Iterator[A
     }  # fmt: skip
     counts = ApplyCounts()
     service = ReviewApplier(consumer, producer_config(bootstrap, {}), ReviewStore(str(db)), counts=counts)
-    stop = threading.Event()
-    failed: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            service.run(stop)
-        except BaseException as exc:
-            failed.append(exc)
-            raise
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    try:
+    with running_in_thread(service.run, "review apply"):
         yield counts
-    finally:
-        stop.set()
-        thread.join(60)
-        assert not thread.is_alive(), "review apply did not stop"
-        assert not failed, f"review apply failed: {failed}"
 
 
 def publish(bootstrap: str, topic: str, items: list[tuple[str, bytes]]) -> None:
