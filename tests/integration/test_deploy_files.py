@@ -163,11 +163,19 @@ def _unavailable(why: str) -> None:
 
 
 @cache
-def _fetch_tools() -> dict[str, str] | str:
-    spec = importlib.util.spec_from_file_location("fetch_tools", ROOT / "deploy" / "tools" / "fetch_tools.py")
+def deploy_tool(name: str) -> Any:
+    """A script of deploy/tools (not a package) loaded as a module, once."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "deploy" / "tools" / f"{name}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses resolve their module
     spec.loader.exec_module(module)
+    return module
+
+
+@cache
+def _fetch_tools() -> dict[str, str] | str:
+    module = deploy_tool("fetch_tools")
     try:
         root = module.cache_dir()
         root.mkdir(parents=True, exist_ok=True)
@@ -395,12 +403,7 @@ def test_vllm_pin_check_catches_drift(tmp_path: Path) -> None:
 
 
 def _kv_sizing() -> Any:
-    spec = importlib.util.spec_from_file_location("kv_sizing", ROOT / "deploy" / "tools" / "kv_sizing.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["kv_sizing"] = module  # dataclasses resolve their module
-    spec.loader.exec_module(module)
-    return module
+    return deploy_tool("kv_sizing")
 
 
 def test_kv_sizing_arithmetic() -> None:
@@ -705,14 +708,8 @@ def test_chart_metadata() -> None:
 
 def test_values_schema_is_generated_from_values_yaml() -> None:
     """values.schema.json refuses unknown keys: it must follow values.yaml exactly."""
-    spec = importlib.util.spec_from_file_location(
-        "gen_values_schema", ROOT / "deploy" / "tools" / "gen_values_schema.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     committed = (CHART / "values.schema.json").read_text(encoding="utf-8")
-    assert committed == module.build(), "run: python deploy/tools/gen_values_schema.py"
+    assert committed == deploy_tool("gen_values_schema").build(), "run: python deploy/tools/gen_values_schema.py"
 
 
 _VALUES_REF = re.compile(r"\.Values((?:\.[A-Za-z_][A-Za-z0-9_]*)+)")
@@ -735,26 +732,9 @@ def test_every_values_reference_exists_in_values_yaml() -> None:
     assert not missing, f"referenced in templates but absent from values.yaml: {missing}"
 
 
-# Maps whose keys are the user's (labels, env maps, free-form config): not checked.
-FREE_FORM = {
-    "commonLabels",
-    "policies",
-    "config",
-    "extra",
-    "extraTriggerMetadata",
-    "labels",
-    "annotations",
-    "podAnnotations",
-    "podLabels",
-    "nodeSelector",
-    "affinity",
-    "resources",
-    "volume",
-    "advanced",
-    "metricsNamespaceSelector",
-    "podSecurityContext",
-    "securityContext",
-}
+# Maps whose keys are the user's (labels, env maps, free-form config, probes): not checked; the
+# same list the schema generator leaves open.
+FREE_FORM: set[str] = deploy_tool("gen_values_schema").FREE
 
 
 def _unknown_keys(given: Any, known: Any, path: str = "") -> list[str]:
