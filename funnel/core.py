@@ -71,6 +71,8 @@ class Funnel:
         self.heads: HeadSet | None = None
         # Policies whose fitted head no longer fits (funnel block or model changed): scored the old way.
         self.stale_heads: list[str] = []
+        # Policies with a head whose fit chose today's scoring (HeadSet.scorers): scored the old way, by design.
+        self.kept_scoring: list[str] = []
         self._head_columns: list[int] = []
         self._head_index: list[int] = []
         if heads is not None and len(heads.policy_ids):
@@ -83,13 +85,18 @@ class Funnel:
         self._lock = threading.Lock()
 
     def _attach_heads(self, heads: HeadSet) -> None:
-        """Use each policy's head when it was fitted for this funnel block and this embedding
-        model; list the others in `stale_heads` (the caller warns and counts them)."""
+        """Use each policy's head when the fit chose it (`HeadSet.scorers`) and it was fitted for
+        this funnel block and this embedding model; list those that no longer fit in
+        `stale_heads` (the caller warns and counts them) and those the fit did not choose in
+        `kept_scoring` (today's score and calibrated threshold, as without heads)."""
         index = {pid: i for i, pid in enumerate(heads.policy_ids)}
         same_model = self.embedder is not None and heads.model_sha256 == model_sha256(self.embedder.model_dir)
         for spec in self.policies:
             i = index.get(spec.id)
             if i is None:
+                continue
+            if not heads.uses_head(spec.id):
+                self.kept_scoring.append(spec.id)
                 continue
             if not same_model or heads.fingerprints[i] != spec.fingerprint():
                 self.stale_heads.append(spec.id)
@@ -144,6 +151,7 @@ class Funnel:
             "embedding_model": str(self.embedder.model_dir) if self.embedder else None,
             "heads": self.headed_policies,
             "stale_heads": self.stale_heads,
+            "kept_scoring": self.kept_scoring,
             "fit_id": self.fit_id,
         }
 

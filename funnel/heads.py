@@ -18,6 +18,12 @@ written by `modstream funnel fit` with the SHA-256 of the training data, each po
 (hash of its file) and fingerprint, the embedding model's SHA-256, the seed and the held-out
 figures. Fitting is plain numpy too (L2-regularised Newton / IRLS, class-balanced, seeded split);
 see `fit_heads`.
+
+Per policy the file also records which scorer the fit chose on the calibration split
+(`meta["scorers"]`: `"head"` or `"score"`, see `choose_scorer`): a policy whose head let more
+benign calibration posts through at the target recall than today's scoring keeps today's
+scoring and its calibrated threshold, and its head is not used. Files written before the choice
+existed have no `scorers`: every head is used, as then.
 """
 
 from __future__ import annotations
@@ -40,6 +46,10 @@ SIGNALS = ("similarity", "words", "phrases", "patterns", "score")
 FloatMatrix = npt.NDArray[np.float32]
 BoolMatrix = npt.NDArray[np.bool_]
 SPLITS = ("train", "calib", "test")
+# What a policy is scored with, as chosen by `fit` on the calibration split (meta["scorers"]).
+HEAD = "head"
+SCORE = "score"  # today's noisy-OR score at the policy's calibrated threshold; the head is not used
+SCORERS = (HEAD, SCORE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +76,25 @@ class HeadSet:
 
     @property
     def fit_id(self) -> str:
-        """Short hash of the weights: names the fit a post was screened under."""
+        """Short hash of the weights (and of the scorer choice, when recorded): names the fit a
+        post was screened under."""
         digest = hashlib.sha256()
         for array in (self.emb_weights, self.sig_weights, self.bias, self.thresholds):
             digest.update(np.ascontiguousarray(array).tobytes())
         digest.update(json.dumps(list(self.policy_ids)).encode())
+        if "scorers" in self.meta:  # absent in files from before the choice: their fit id is unchanged
+            digest.update(json.dumps(self.scorers, sort_keys=True).encode())
         return digest.hexdigest()[:16]
+
+    @property
+    def scorers(self) -> dict[str, str]:
+        """Per fitted policy, the scorer the fit chose (`HEAD` or `SCORE`); `HEAD` for every
+        policy of a file that records no choice."""
+        recorded = self.meta.get("scorers") or {}
+        return {pid: str(recorded.get(pid, HEAD)) for pid in self.policy_ids}
+
+    def uses_head(self, policy_id: str) -> bool:
+        return self.scorers.get(policy_id) == HEAD
 
     def probabilities(self, features: Features, columns: Sequence[int], heads: Sequence[int]) -> FloatMatrix:
         """(posts, len(heads)): head `heads[i]` applied to funnel policy column `columns[i]`."""
@@ -157,6 +180,11 @@ def load_heads(policies_dir: Path | None) -> HeadSet | None:
         or list(meta.get("signals", [])) != list(SIGNALS)
     ):
         raise ValueError(f"{path}: inconsistent shapes or signals")
+    scorers = meta.get("scorers", {})
+    if not isinstance(scorers, dict) or any(
+        pid not in heads.policy_ids or value not in SCORERS for pid, value in scorers.items()
+    ):
+        raise ValueError(f"{path}: 'scorers' must map fitted policy ids to one of {', '.join(SCORERS)}")
     return heads
 
 
@@ -251,6 +279,7 @@ def fit_heads(
     lambdas: Sequence[float] = (1.0, 10.0, 100.0, 1000.0),
     min_positives: int = 5,
     auc_tolerance: float = 0.002,
+    row_weights: npt.NDArray[np.float64] | None = None,
 ) -> tuple[HeadSet, list[FitReport]]:
     """One head per policy with at least `min_positives` training positives, fitted on the
     `train` rows labelled for it; the L2 strength is picked by ROC AUC on the `calib` rows
@@ -283,7 +312,10 @@ def fit_heads(
         z = np.concatenate([(x - mean) / std, np.ones((len(x), 1))], axis=1)
         y = y_all[rows_train].astype(np.float64)
         n = len(y)
-        weight = np.where(y > 0, n / (2.0 * pos), n / (2.0 * neg)) / n  # balanced, mean 1/n... scaled
+        # Class-balanced: positives and negatives weigh half each (with `row_weights`, their
+        # weighted sums do), so the L2 strength means the same whatever the class ratio.
+        rw = np.ones(n) if row_weights is None else np.asarray(row_weights, dtype=np.float64)[rows_train]
+        weight = rw * np.where(y > 0, 1.0 / (2.0 * rw[y > 0].sum()), 1.0 / (2.0 * rw[y <= 0].sum()))
         tried: list[tuple[float, float, npt.NDArray[np.float64]]] = []
         for lam in lambdas:
             w = _newton_logistic(z, y, weight, lam / n)
@@ -324,3 +356,55 @@ def with_thresholds(heads: HeadSet, thresholds: Mapping[str, float], meta: Mappi
     """The same heads with operating thresholds and metadata (what `fit` writes)."""
     values = np.array([thresholds.get(pid, 0.5) for pid in heads.policy_ids], dtype=np.float32)
     return replace(heads, thresholds=values, meta=dict(meta))
+
+
+@dataclass(frozen=True, slots=True)
+class ScorerChoice:
+    """One policy's choice between its head and today's scoring, made on the calibration split."""
+
+    policy_id: str
+    scorer: str  # HEAD or SCORE
+    calib_positives: int
+    head_recall: float
+    head_benign_pass: float
+    score_recall: float
+    score_benign_pass: float
+    reason: str
+
+
+def choose_scorer(
+    policy_id: str,
+    head_passed: BoolMatrix,
+    score_passed: BoolMatrix,
+    positive: BoolMatrix,
+    negative: BoolMatrix,
+    target_recall: float,
+) -> ScorerChoice:
+    """Head or today's scoring for one policy, from calibration posts only (never the held-out split).
+
+    `head_passed` / `score_passed`: calibration posts that are candidates with the head at its
+    picked threshold / with today's score at the policy's calibrated threshold; `positive` /
+    `negative`: posts labelled 1 / 0 for the policy. The rule: today's scoring is kept when it
+    reaches `target_recall` on the calibration positives and lets through no more of the
+    calibration negatives than the head (a tie keeps today's scoring: nothing new to ship);
+    otherwise the head. With few calibration positives (< 1 / (1 - target)) the same rule
+    applies: reaching the target then means missing none of them, and the head's threshold has
+    already been lowered by the few-positives margin."""
+    n_pos, n_neg = int(positive.sum()), int(negative.sum())
+
+    def rate(passed: BoolMatrix, rows: BoolMatrix, n: int) -> float:
+        return float(passed[rows].sum() / n) if n else float("nan")
+
+    head_recall, score_recall = rate(head_passed, positive, n_pos), rate(score_passed, positive, n_pos)
+    head_bp, score_bp = rate(head_passed, negative, n_neg), rate(score_passed, negative, n_neg)
+    if not n_pos:
+        scorer, reason = SCORE, "no calibration positives"
+    elif score_recall < target_recall - 1e-12:
+        scorer, reason = HEAD, f"today's scoring reaches recall {score_recall:.3f} < {target_recall:g}"
+    elif n_neg and score_bp <= head_bp:
+        scorer, reason = SCORE, f"today's scoring reaches the target with benign pass {score_bp:.3f} <= {head_bp:.3f}"
+    elif not n_neg:
+        scorer, reason = SCORE, "today's scoring reaches the target; no calibration negatives to compare"
+    else:
+        scorer, reason = HEAD, f"head's benign pass {head_bp:.3f} < today's {score_bp:.3f} at the target"
+    return ScorerChoice(policy_id, scorer, n_pos, head_recall, head_bp, score_recall, score_bp, reason)

@@ -311,8 +311,10 @@ TRIGGERING_TEXTS = [
 def mixed_posts(
     n: int, seed: int, prefix: str, judged_share: float = 0.05, suffix: str = ""
 ) -> list[tuple[bytes | None, bytes | None]]:
-    """`n` valid posts with unique ids `{prefix}-{i}`: mostly benign (funnel verdicts), a seeded
-    share of judge candidates (real judge calls through the simulator)."""
+    """`n` valid posts with unique ids `{prefix}-{i}`: mostly benign, a seeded share of judge
+    candidates (real judge calls through the simulator). The benign texts get funnel verdicts with
+    today's scoring (`MODSTREAM_FUNNEL_HEADS=false`); with the shipped heads, the default, many of
+    them are judge candidates too."""
     import random
 
     rng = random.Random(seed)

@@ -270,9 +270,11 @@ class Settings(BaseSettings):
     # Publish each policy's rationale on the verdict (it can quote the post); the audit record keeps it.
     public_rationale: bool = False
     # Score with the fitted per-policy heads in the policy directory (funnel-heads.npz, written by
-    # `modstream funnel fit`). Off by default: the shipped heads reach recall 0.98 on public sets
-    # only by sending almost every post to a judge; fit them on your own traffic first (docs/funnel.md).
-    funnel_heads: bool = False
+    # `modstream funnel fit`), for the policies whose fit chose its head over today's scoring. On by
+    # default: the shipped operating point (held-out recall 0.987 on the public sets, against 0.48
+    # without heads); the cost is that most benign posts reach a judge for some policy. False: today's
+    # scoring for every policy. Refit on your own traffic to cut that cost (docs/funnel.md).
+    funnel_heads: bool = True
     # The funnel's embedding stage (exemplar similarity, and the heads, which read it). False:
     # keywords and patterns only, no embedding model loaded; faster, lower recall (docs/funnel.md).
     funnel_embeddings: bool = True

@@ -89,6 +89,9 @@ def run_worker(
         MODSTREAM_TOPICS__AUDIT=f"audit-{name}",
         MODSTREAM_TOPICS__DLQ=f"dlq-{name}",
         MODSTREAM_HEADERS__PASSTHROUGH='["tenant-id"]',
+        # Today's scoring clears most of these posts (the fast path's subject); the shipped heads
+        # (the default) send most benign posts to a judge for some policy (docs/funnel.md, Figures).
+        MODSTREAM_FUNNEL_HEADS="false",
     )
     worker = WorkerProcess(env, log).start()
     try:

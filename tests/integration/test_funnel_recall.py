@@ -29,6 +29,7 @@ from tests.kafka_support import (
     verdicts_by_id,
     wait_for,
 )
+from worker.config import Settings
 from worker.local.broker import EmbeddedBroker
 from worker.policies.files import load_policy_dir
 from worker.policies.screening import PolicyRuntime
@@ -84,7 +85,7 @@ def test_bypass_sample_estimates_the_true_funnel_recall(
         kind = rng.choices([SPAM, MISSED, BENIGN], weights=[3, 2, 3])[0]
         posts[f"post-{i}"] = f"{rng.choice(kind)} #{i}"
     # The truth, from the same funnel the worker builds and the simulator's own rule.
-    runtime = PolicyRuntime.build(load_policy_dir(policies))
+    runtime = PolicyRuntime.build(load_policy_dir(policies), use_heads=Settings().funnel_heads)
     ids = list(posts)
     screened = runtime.funnel.score_batch([posts[i] for i in ids])
     violating = [i for i in ids if find_trigger(posts[i]) is not None]

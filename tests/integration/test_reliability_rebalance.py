@@ -41,7 +41,16 @@ def test_rebalance_storm_20000_posts_3_workers_nothing_lost(
 ) -> None:
     create_topics(broker.bootstrap_servers, {"posts": PARTITIONS, "actions": 4, "audit": 4, "dlq": 1})
     produced = produce(broker.bootstrap_servers, "posts", mixed_posts(N_POSTS, 17, "r", judged_share=0.3))
-    env = worker_env(broker, sims, group="g-storm", MODSTREAM_DRAIN_TIMEOUT_S="10", MODSTREAM_REBALANCE_TIMEOUT_S="5")
+    # The workload's judged share (30 %) is today's scoring's: with the shipped heads (the default)
+    # most of the benign texts reach a judge too (docs/funnel.md, Figures), a far heavier storm.
+    env = worker_env(
+        broker,
+        sims,
+        group="g-storm",
+        MODSTREAM_DRAIN_TIMEOUT_S="10",
+        MODSTREAM_REBALANCE_TIMEOUT_S="5",
+        MODSTREAM_FUNNEL_HEADS="false",
+    )
     started = time.monotonic()
     members = [spawn_worker(env) for _ in range(MEMBERS)]
     wait_for(lambda: committed_total(broker.bootstrap_servers, "g-storm", "posts", PARTITIONS) > 0, 120, "a start")

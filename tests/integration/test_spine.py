@@ -20,8 +20,10 @@ from tests.kafka_support import (
     verdicts_by_id,
     wait_for,
 )
+from worker.config import Settings
 from worker.local.broker import EmbeddedBroker
 from worker.policies.files import load_policy_dir
+from worker.policies.screening import PolicyRuntime
 from worker.sim.process import SimulatorProcess
 
 pytestmark = pytest.mark.integration
@@ -98,10 +100,13 @@ def test_1000_posts_50_malformed_all_accounted_for(
     funnel_only = [v[0] for v in verdicts.values() if v[0]["tier"] == "funnel"]
     assert funnel_only and all(v["decision"] == "allow" and v["results"] == [] for v in funnel_only)
     # Every verdict, funnel-only or judged, names the policy versions and the fit it was screened
-    # under (no heads in use here: `funnel_heads` is off by default).
-    versions = {p.id: p.version for p in load_policy_dir(POLICIES_DIR).live}
+    # under (the shipped heads: `funnel_heads` is on by default).
+    shipped = load_policy_dir(POLICIES_DIR)
+    versions = {p.id: p.version for p in shipped.live}
+    fit_id = PolicyRuntime.build(shipped, use_heads=Settings().funnel_heads).fit_id
+    assert fit_id is not None
     assert all(v[0]["funnel"]["policy_versions"] == versions for v in verdicts.values())
-    assert all(v[0]["funnel"]["fit"] is None for v in verdicts.values())
+    assert all(v[0]["funnel"]["fit"] == fit_id for v in verdicts.values())
 
     dead = read_topic(broker.bootstrap_servers, "dlq", 50)
     assert len(dead) == 50

@@ -124,13 +124,18 @@ def build(
         raise click.ClickException(str(exc)) from exc
 
 
-def load_labeled_files(paths: Sequence[Path], policy_ids: Sequence[str]) -> list[LabeledPost]:
+def load_labeled_files(
+    paths: Sequence[Path], policy_ids: Sequence[str], sources: dict[int, str] | None = None
+) -> list[LabeledPost]:
+    """`sources`, when given, gets `id(post)` -> the name of the file each post came from."""
     posts: list[LabeledPost] = []
     try:
         for path in paths:
             loaded = load_labeled(path)
             check_policy_ids(loaded, policy_ids, str(path))
             posts.extend(loaded)
+            if sources is not None:
+                sources.update((id(post), path.name) for post in loaded)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     if not posts:

@@ -12,9 +12,12 @@ import pytest
 from funnel import DEFAULT_MODEL_DIR, Funnel, PolicySpec
 from funnel.calibrate import LabeledPost, split_labeled, threshold_for_recall
 from funnel.heads import (
+    HEAD,
     HEADS_NAME,
+    SCORE,
     SIGNALS,
     Features,
+    choose_scorer,
     fit_heads,
     load_heads,
     model_sha256,
@@ -75,6 +78,56 @@ def test_heads_file_roundtrip_and_malformed(tmp_path: Path) -> None:
         load_heads(tmp_path)
 
 
+def test_the_recorded_scorer_choice_roundtrips_and_old_files_use_every_head(tmp_path: Path) -> None:
+    features, y = _synthetic(500, 4)
+    violates = np.stack([y, y], axis=1)
+    heads, _ = fit_heads(
+        features, violates, np.ones_like(violates), ["train"] * 500, ["a", "b"], {"a": "1", "b": "2"}, "m"
+    )
+    old = with_thresholds(heads, {}, {"seed": 5})  # a file from before the choice: no "scorers"
+    assert old.scorers == {"a": HEAD, "b": HEAD} and old.uses_head("a") and old.uses_head("b")
+    chosen = with_thresholds(heads, {}, {"seed": 5, "scorers": {"a": HEAD, "b": SCORE}})
+    assert chosen.fit_id != old.fit_id, "the choice changes what a post is scored with: another fit"
+    save_heads(tmp_path / HEADS_NAME, chosen)
+    loaded = load_heads(tmp_path)
+    assert loaded is not None and loaded.scorers == {"a": HEAD, "b": SCORE} and not loaded.uses_head("b")
+    assert loaded.fit_id == chosen.fit_id
+    save_heads(tmp_path / HEADS_NAME, old)
+    again = load_heads(tmp_path)
+    assert again is not None and again.fit_id == old.fit_id and again.scorers == {"a": HEAD, "b": HEAD}
+    for bad in ({"a": "maybe"}, {"zz": HEAD}):
+        save_heads(tmp_path / HEADS_NAME, with_thresholds(heads, {}, {"scorers": bad}))
+        with pytest.raises(ValueError, match="scorers"):
+            load_heads(tmp_path)
+
+
+def test_choose_scorer_keeps_todays_scoring_only_when_it_reaches_the_target_with_fewer_benign() -> None:
+    pos = np.array([True] * 60 + [False] * 100)
+    neg = ~pos
+
+    def passed(missed: int, benign: int) -> np.ndarray:
+        out = pos.copy()
+        out[:missed] = False
+        out[60 : 60 + benign] = True
+        return out
+
+    # today's scoring misses too many positives: the head, whatever the benign pass
+    c = choose_scorer("p", passed(0, 50), passed(5, 0), pos, neg, 0.98)
+    assert c.scorer == HEAD and c.score_recall == pytest.approx(55 / 60) and c.head_benign_pass == 0.5
+    # both reach the target: the fewer benign posts passed wins; a tie keeps today's scoring
+    assert choose_scorer("p", passed(0, 50), passed(1, 10), pos, neg, 0.98).scorer == SCORE
+    assert choose_scorer("p", passed(0, 5), passed(0, 10), pos, neg, 0.98).scorer == HEAD
+    assert choose_scorer("p", passed(0, 10), passed(0, 10), pos, neg, 0.98).scorer == SCORE
+    # few positives: reaching the target means missing none of them
+    few = np.array([True] * 4 + [False] * 100)
+    today = few.copy()
+    today[0] = False
+    assert choose_scorer("p", few.copy(), today, few, ~few, 0.98).scorer == HEAD
+    # no calibration positives: nothing to choose the head on
+    none = np.zeros(10, dtype=bool)
+    assert choose_scorer("p", none, none, none, ~none, 0.98).scorer == SCORE
+
+
 def _posts_for(specs: list[PolicySpec]) -> list[str]:
     return ["free v-bucks generator no survey", "kill the process with kill -9", "I will find you and hurt you"]
 
@@ -91,8 +144,14 @@ def test_funnel_uses_heads_and_falls_back_when_a_policy_changed(shipped_specs: l
     plain = Funnel.build(shipped_specs, languages=None)
     headed = Funnel.build(shipped_specs, languages=None, heads=heads)
     assert headed.stale_heads == [] and headed.fit_id == heads.fit_id
-    first = shipped_specs[0]
-    assert first.id in headed.headed_policies
+    # The fit's choice per policy: a head where it was chosen, today's scoring and threshold elsewhere.
+    assert sorted(headed.headed_policies) == sorted(p for p, s in heads.scorers.items() if s == HEAD)
+    assert sorted(headed.kept_scoring) == sorted(p for p, s in heads.scorers.items() if s == SCORE)
+    for pid in headed.kept_scoring:
+        col = headed.policy_ids.index(pid)
+        assert np.array_equal(plain.score_matrix(texts)[:, col], headed.score_matrix(texts)[:, col])
+        assert headed.thresholds[col] == plain.thresholds[col]
+    first = next(s for s in shipped_specs if heads.uses_head(s.id))
     col = headed.policy_ids.index(first.id)
     assert not np.allclose(plain.score_matrix(texts)[:, col], headed.score_matrix(texts)[:, col])
     # Edit one policy's funnel block: its head is stale, it is scored the old way, the others keep theirs.
