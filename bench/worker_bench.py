@@ -5,6 +5,11 @@
     .venv/bin/python bench/worker_bench.py --candidate-share 0 --processes 2
     .venv/bin/python bench/worker_bench.py --candidate-share 0 --keywords-only
     .venv/bin/python bench/worker_bench.py --candidate-share 0 --blas-threads 0   # BLAS library default
+    .venv/bin/python bench/worker_bench.py --candidate-share 0 --heads            # the fitted funnel heads on
+
+`funnel_heads` (MODSTREAM_FUNNEL_HEADS) is always passed explicitly, off unless `--heads`, to the
+worker and the funnel alone alike: under the heads the bench's synthetic benign posts become
+candidates, and the bench measures the worker's own overhead, whatever the worker's default.
 
 One run on embedded Tansu with simulator judges at speed 0 (a judge call costs only HTTP):
   worker    `modstream run` in N processes of one consumer group, started and ready (idle) before
@@ -40,12 +45,12 @@ from typing import Any
 
 import httpx
 import orjson
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.conftest import worker_env
-from tests.kafka_support import WorkerProcess, committed_offsets, post_value, wait_for
+from tests.kafka_support import WorkerProcess, post_value, wait_for
 from worker.config import Settings
 from worker.local.broker import EmbeddedBroker, create_topics
 from worker.sim.process import SimulatorProcess
@@ -93,6 +98,12 @@ def thread_env(blas_threads: int | None, tokenizer_threads: int | None) -> dict[
         elif tokenizer_threads > 1:
             env.update(TOKENIZERS_PARALLELISM="true", RAYON_NUM_THREADS=str(tokenizer_threads))
     return env
+
+
+def heads_env(heads: bool) -> dict[str, str]:
+    """`funnel_heads` stated explicitly, whatever the worker's default: under the heads the bench's
+    synthetic benign posts become candidates, and the bench measures the worker's own overhead."""
+    return {"MODSTREAM_FUNNEL_HEADS": "true" if heads else "false"}
 
 
 def keywords_env(keywords_only: bool) -> dict[str, str]:
@@ -209,14 +220,22 @@ def run_workers(
         # closes at the last post's commit: every post's work is inside it, whatever the batching.
         producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "enable.idempotence": True, "linger.ms": 5})
         producer.list_topics("posts", timeout=30)  # connected before the window opens (~0.5 s otherwise)
+        # One client asks for the group's committed offsets all along (a new client per question,
+        # 20 a second, took CPU from the worker on a 2-core machine); connected before the window.
+        watcher = Consumer(
+            {"bootstrap.servers": broker.bootstrap_servers, "group.id": GROUP, "enable.auto.commit": False}
+        )
+        watcher.list_topics("posts", timeout=30)
         first, cpu0, calls0 = time.perf_counter(), sum(cpu_seconds(pid) for pid in pids), judge_requests(sims)
         last = feed(producer, posts)
         produced_s = time.perf_counter() - first
 
         def progress() -> dict[int, int]:
-            return committed_offsets(broker.bootstrap_servers, GROUP, "posts", partitions)
+            tps = watcher.committed([TopicPartition("posts", p) for p in range(partitions)], timeout=10)
+            return {tp.partition: tp.offset for tp in tps}
 
         wait_for(lambda: all(progress().get(p) == o + 1 for p, o in last.items()), 900, "every post committed", 0.05)
+        watcher.close()
         elapsed = time.perf_counter() - first
         cpu = sum(cpu_seconds(pid) for pid in pids) - cpu0
         calls = judge_requests(sims) - calls0
@@ -306,6 +325,14 @@ def main() -> None:
         help="embedding stage off (MODSTREAM_FUNNEL_EMBEDDINGS=false) in the worker and the funnel alone",
     )
     parser.add_argument(
+        "--heads",
+        action="store_true",
+        help="score with the fitted funnel heads (MODSTREAM_FUNNEL_HEADS=true) in the worker and the funnel alone. "
+        "Off by default and always passed explicitly, whatever the worker's default: under the heads the "
+        "bench's synthetic benign posts become candidates (judged), while the bench measures the worker's own "
+        "overhead per post",
+    )
+    parser.add_argument(
         "--blas-threads",
         type=int,
         default=None,
@@ -325,7 +352,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.processes < 1:
         parser.error("--processes must be at least 1")
-    extra = {**thread_env(args.blas_threads, args.tokenizer_threads), **keywords_env(args.keywords_only)}
+    extra = {
+        **thread_env(args.blas_threads, args.tokenizer_threads),
+        **keywords_env(args.keywords_only),
+        **heads_env(args.heads),
+    }
     partitions = max(4, args.processes)
     args.log_dir.mkdir(parents=True, exist_ok=True)
     posts = make_posts(args.posts, args.candidate_share)
@@ -348,6 +379,7 @@ def main() -> None:
         "candidate_share": args.candidate_share,
         "processes": args.processes,
         "keywords_only": args.keywords_only,
+        "heads": args.heads,
         "blas_threads": args.blas_threads,
         "tokenizer_threads": args.tokenizer_threads,
         "worker_posts_s": round(n / ours.elapsed_s, 1),

@@ -29,7 +29,6 @@ from tests.kafka_support import (
     verdicts_by_id,
     wait_for,
 )
-from worker.config import Settings
 from worker.local.broker import EmbeddedBroker
 from worker.policies.files import load_policy_dir
 from worker.policies.screening import PolicyRuntime
@@ -45,13 +44,14 @@ SPAM = [
     "click this link to double your savings, limited offer",
     "wire transfer the fee today and claim your prize",
 ]
-# The simulated judge calls these violating (a trigger word); the funnel does not send them to
-# spam-scams: the misses the bypass sample must reveal.
+# The simulated judge calls these violating (a phrase of the spam trigger group, which the
+# spam-scams policy names, and no mention frame); the funnel does not send them to spam-scams:
+# the misses the bypass sample must reveal.
 MISSED = [
-    "that exam made me want to die honestly",
-    "I hate mondays so much",
-    "watched a documentary about a terrorist plot last night",
-    "the new bomb pop flavour is great",
+    "grandpa says the lottery is a scam but buys tickets anyway",
+    "he said the wire transfer from work came through, pizza tonight",
+    "the scam artist in the novel was hilarious",
+    "want to double your garden harvest? compost",
 ]
 BENIGN = [
     "Had a lovely walk by the river this morning",
@@ -85,10 +85,14 @@ def test_bypass_sample_estimates_the_true_funnel_recall(
         kind = rng.choices([SPAM, MISSED, BENIGN], weights=[3, 2, 3])[0]
         posts[f"post-{i}"] = f"{rng.choice(kind)} #{i}"
     # The truth, from the same funnel the worker builds and the simulator's own rule.
-    runtime = PolicyRuntime.build(load_policy_dir(policies), use_heads=Settings().funnel_heads)
+    policy_set = load_policy_dir(policies)
+    # Today's scoring (heads off, in the worker too): its misses on these posts are known and
+    # stable; the estimator under test does not depend on how the funnel scores.
+    runtime = PolicyRuntime.build(policy_set, use_heads=False)
     ids = list(posts)
     screened = runtime.funnel.score_batch([posts[i] for i in ids])
-    violating = [i for i in ids if find_trigger(posts[i]) is not None]
+    [prompt] = [p.prompt for p in policy_set.policies if p.id == POLICY]
+    violating = [i for i in ids if find_trigger(posts[i], prompt) is not None]
     caught = [i for i, r in zip(ids, screened, strict=True) if i in set(violating) and POLICY in r.candidates]
     true_recall = len(caught) / len(violating)
     assert 0.3 < true_recall < 0.9, "the stream must have both catches and misses"
@@ -97,7 +101,9 @@ def test_bypass_sample_estimates_the_true_funnel_recall(
     }
 
     produced = produce(broker.bootstrap_servers, "posts", [(i.encode(), post_value(i, posts[i])) for i in ids])
-    worker = spawn_worker(worker_env(broker, sims, group="g-recall", policies_dir=policies))
+    worker = spawn_worker(
+        worker_env(broker, sims, group="g-recall", policies_dir=policies, MODSTREAM_FUNNEL_HEADS="false")
+    )
 
     def all_committed() -> bool:
         committed = committed_offsets(broker.bootstrap_servers, "g-recall", "posts", topics["posts"])

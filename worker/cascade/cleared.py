@@ -85,34 +85,65 @@ _STREAM_ID_SUFFIX = f"\x1f{FIRST_REVISION}\x1f"
 
 
 def stream_id(post_id: str, basis: str) -> bytes:
-    """`revisions.verdict_id("stream", post_id, FIRST_REVISION, basis)`, ASCII bytes."""
+    """`revisions.verdict_id("stream", post_id, FIRST_REVISION, basis)`, ASCII bytes. The version
+    (5) and variant bits are set on the hex digits: digit 12 is the version, digit 16's two high
+    bits the variant (RFC 4122)."""
     digest = _STREAM_ID_PREFIX.copy()
     digest.update(f"{post_id}{_STREAM_ID_SUFFIX}{basis}".encode())
-    raw = bytearray(digest.digest()[:16])
-    raw[6] = (raw[6] & 0x0F) | 0x50
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}".encode()
+    h = digest.hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}".encode()
 
 
-def _scores(scores: Mapping[str, Any]) -> dict[str, float]:
+_VARIANT = {digit: "89ab"[int(digit, 16) & 0x3] for digit in "0123456789abcdef"}
+
+
+# `round(v, 4)` of the non-zero Python floats seen (a pure function of the value; the funnel's
+# scores are already rounded to 4 places, so few distinct values recur): a dict lookup instead of
+# a `round()` call. Bounded: past the limit, values are rounded without being remembered.
+_ROUNDED: dict[float, float] = {}
+_ROUNDED_MAX = 1 << 16
+
+
+def _scores(scores: Mapping[str, Any]) -> Mapping[str, Any]:
     """As `funnel_summary` + pydantic: round first (numpy scalars round in their own type), then
-    float. A float zero (most scores of a cleared post) rounds to itself, sign included: kept as is,
-    since `round(x, 4)` is the costly part (~0.3 µs a call)."""
-    return {k: v if v == 0.0 and type(v) is float else float(round(v, 4)) for k, v in scores.items()}
+    float. A float zero (most scores of a cleared post) rounds to itself, sign included: kept as is.
+    A dict of nothing but float zeros (the usual cleared post) is returned unchanged."""
+    values = scores.values()
+    if type(scores) is dict and not any(values) and set(map(type, values)) <= _FLOAT:
+        return scores
+    memo = _ROUNDED
+    out: dict[str, float] = {}
+    for k, v in scores.items():
+        if type(v) is not float:
+            out[k] = float(round(v, 4))
+        elif v == 0.0:
+            out[k] = v
+        else:
+            rounded = memo.get(v)
+            if rounded is None:
+                rounded = round(v, 4)
+                if len(memo) < _ROUNDED_MAX:
+                    memo[v] = rounded
+            out[k] = rounded
+    return out
+
+
+_FLOAT = {float}
 
 
 def _verdict(
     snap: _Snapshot,
     post_id: str,
     screened: FunnelResult,
-    latency_ms: float,
+    latency: bytes,
     source: tuple[bytes, bytes, str],
     offset: int,
 ) -> bytes:
-    """One verdict's bytes; `source`: `_after_latency`'s parts, around the offset, and the verdict
-    id's basis before the offset (`revisions.source_basis`)."""
+    """One verdict's bytes; `latency`: the encoded `latency_ms` (`_latency`); `source`:
+    `_after_latency`'s parts, around the offset, and the verdict id's basis before the offset
+    (`revisions.source_basis`)."""
     dumps = orjson.dumps
+    candidates = screened.candidates
     return b"".join(
         (
             snap.head,
@@ -121,16 +152,21 @@ def _verdict(
             stream_id(post_id, f"{source[2]}{offset}"),
             b'"',
             snap.middle,
-            dumps(list(screened.candidates)),
+            dumps(list(candidates)) if candidates else b"[]",
             b',"scores":',
             dumps(_scores(screened.scores)),
             snap.tail,
-            dumps(round(float(latency_ms), 2)),
+            latency,
             source[0],
-            dumps(offset),
+            b"%d" % offset,
             source[1],
         )
     )
+
+
+def _latency(latency_ms: float) -> bytes:
+    """`latency_ms` as the verdict carries it: rounded to 2 places (pydantic's float JSON)."""
+    return orjson.dumps(round(float(latency_ms), 2))
 
 
 def _after_latency(decided_at: datetime, topic: str, partition: int) -> tuple[bytes, bytes, str]:
@@ -156,7 +192,7 @@ def encode_cleared(
     (`is_cleared`), with `latency_ms` (unrounded, as `judge_post` measures it: ms since consumed)
     and `decided_at` (aware UTC, `datetime.now(UTC)`) in place of the values it would take itself."""
     parts = _after_latency(decided_at, source.topic, source.partition)
-    return _verdict(_snapshot(runtime), post.id, screened, latency_ms, parts, source.offset)
+    return _verdict(_snapshot(runtime), post.id, screened, _latency(latency_ms), parts, source.offset)
 
 
 def encode_cleared_batch(
@@ -181,7 +217,11 @@ def encode_cleared_batch(
         )
     snap = _snapshot(runtime)
     parts = _after_latency(decided_at, topic, partition)
-    return [
-        _verdict(snap, post.id, result, latency, parts, offset)
-        for post, result, offset, latency in zip(posts, screened, offsets, latency_ms, strict=True)
-    ]
+    out: list[bytes] = []
+    last: tuple[float, bytes] | None = None  # a group's posts mostly share one latency: encode it once
+    for post, result, offset, latency in zip(posts, screened, offsets, latency_ms, strict=True):
+        # Equal non-zero floats are the same value (only 0.0 and -0.0 compare equal unlike).
+        if last is None or latency != last[0] or latency == 0.0:
+            last = (latency, _latency(latency))
+        out.append(_verdict(snap, post.id, result, last[1], parts, offset))
+    return out

@@ -198,10 +198,10 @@ class Publisher:
 
     async def send_many(self, outputs: Sequence[Output]) -> list[tuple[int, DeliveryFailed]]:
         """Produce many records and wait until the broker answered for every one of them: one
-        future and one loop wake-up for the whole group instead of one per record, and one
-        delivery callback shared by its records (nothing allocated per record but what
-        `produce()` needs). Returns the failures (index into `outputs`, error); an empty list means
-        every record was acknowledged."""
+        future and one loop wake-up for the whole group instead of one per record, one delivery
+        callback shared by its records, and a group of one topic without headers (the fast path's
+        verdicts) queued in one `produce_batch` call. Returns the failures (index into `outputs`,
+        error); an empty list means every record was acknowledged."""
         assert self._loop is not None, "Publisher.start() was not called"
         loop = self._loop
         count = len(outputs)
@@ -222,8 +222,17 @@ class Publisher:
             if next(answered) == count:  # the last report wakes the loop once
                 loop.call_soon_threadsafe(_resolve, done, None, generation)
 
+        def refused(index: int, error: KafkaError) -> None:  # not queued: no report will come
+            failed.append((index, error))
+            if next(answered) == count:
+                _resolve(done, None, generation)
+
+        one_by_one: Sequence[int] = range(count)
+        if _batchable(outputs):
+            one_by_one = self._produce_batch(outputs, report, refused)
         produce = self._producer.produce
-        for index, (topic, key, value, headers) in enumerate(outputs):
+        for index in one_by_one:
+            topic, key, value, headers = outputs[index]
             while True:
                 try:
                     produce(topic, value=value, key=key, headers=list(headers) if headers else None, on_delivery=report)
@@ -231,13 +240,41 @@ class Publisher:
                 except BufferError:
                     await asyncio.sleep(0.05)  # local queue full: let delivery reports drain it
                     produce = self._producer.produce  # a restart may have replaced the producer
-                except KafkaException as exc:  # refused before it was queued: no report will come
-                    failed.append((index, error_of(exc) or KafkaError(KafkaError._FAIL, str(exc))))
-                    if next(answered) == count:
-                        _resolve(done, None, generation)
+                except KafkaException as exc:
+                    refused(index, error_of(exc) or KafkaError(KafkaError._FAIL, str(exc)))
                     break
         await done
         return _failure_indices(outputs, failed, generation)
+
+    def _produce_batch(
+        self,
+        outputs: Sequence[Output],
+        report: Callable[[KafkaError | None, Message], None],
+        refused: Callable[[int, KafkaError], None],
+    ) -> list[int]:
+        """`send_many`'s records of one topic without headers in one `produce_batch` call (one call
+        into librdkafka instead of one `produce()` each; keyed records go through the configured
+        partitioner one by one, as `produce()` sends them). Returns the indices to produce one by
+        one after all: the whole group if the call raised (it raises only before queueing
+        anything), and records refused because the local queue was full."""
+        messages = [{"key": key, "value": value} for _topic, key, value, _headers in outputs]
+        try:
+            queued = self._producer.produce_batch(outputs[0][0], messages, on_delivery=report)
+        except Exception as exc:  # argument or state errors, raised before anything was queued
+            log.debug("produce_batch_failed", error=f"{type(exc).__name__}: {exc}")
+            return list(range(len(outputs)))
+        if queued == len(messages):
+            return []
+        again: list[int] = []
+        for index, message in enumerate(messages):
+            error = message.get("_error")
+            if error is None:
+                continue
+            if isinstance(error, KafkaError) and error.code() == KafkaError._QUEUE_FULL:
+                again.append(index)
+            else:
+                refused(index, error if isinstance(error, KafkaError) else KafkaError(KafkaError._FAIL, str(error)))
+        return again
 
     def flush(self, timeout_s: float) -> int:
         """Block until queued records are delivered or the timeout passes; returns how many remain."""
@@ -258,6 +295,12 @@ class Publisher:
         if self._thread.is_alive():
             self._thread.join(timeout=2)
         return remaining
+
+
+def _batchable(outputs: Sequence[Output]) -> bool:
+    """One topic and no headers (`produce_batch` carries no headers)."""
+    topic = outputs[0][0]
+    return all(output[0] == topic and not output[3] for output in outputs)
 
 
 def _failure_indices(

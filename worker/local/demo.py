@@ -153,20 +153,10 @@ def run_demo(
             judge_t1=Tier1JudgeSettings(**t1),
             judge_t2=Tier2JudgeSettings(**t2),
             policies_dir=policies_dir,
-            # The simulated judge's trigger words do not depend on the policy it is asked about. The
-            # heads (the default) make posts candidates for more policies, so a benign post with a
-            # trigger word reaches judges of policies it has nothing to do with, and the simulator,
-            # unlike a judge reading those policies, calls it a violation there (demo-040, Cheat
-            # Engine in a single-player game, at hate and violence): with the simulator the demo
-            # screens with today's scoring (docs/workflow.md, "Demo"). A real model (--judge llama)
-            # gets the shipped default.
-            funnel_heads=judge != "sim",
             metrics_host="127.0.0.1",
             metrics_port=metrics_port if keep_running else free_port(),
             log_level="warning",
         )
-        funnel = "fitted heads (the default)" if settings.funnel_heads else "heads off (simulated judges)"
-        console.print(f"[bold]funnel[/] {funnel}; see docs/workflow.md, Demo")
         since = datetime.now(UTC) - timedelta(seconds=1)
         produce(broker.bootstrap_servers, "posts", ((r.key, r.value) for r in records))
         console.print(f"[bold]posts[/] published {len(records)} sample records from {posts_file}")

@@ -12,6 +12,26 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
+def observe_many(histogram: Histogram, amount: float, count: int) -> None:
+    """`histogram.observe(amount)` `count` times, in one bucket increment and one sum increment
+    (the sum gains `amount * count` at once: equal to `count` additions up to float rounding).
+    For an unlabelled histogram without exemplars; prometheus_client keeps no public API for it,
+    so a histogram without its internals (`_buckets`, `_upper_bounds`, `_sum`) is observed
+    `count` times instead. tests/unit/stream/test_cleared_metrics.py compares both ways."""
+    buckets = getattr(histogram, "_buckets", None)
+    bounds = getattr(histogram, "_upper_bounds", None)
+    total = getattr(histogram, "_sum", None)
+    if buckets is None or bounds is None or total is None:
+        for _ in range(count):
+            histogram.observe(amount)
+        return
+    total.inc(amount * count)
+    for i, bound in enumerate(bounds):
+        if amount <= bound:
+            buckets[i].inc(count)
+            break
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()

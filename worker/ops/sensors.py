@@ -19,7 +19,7 @@ from worker.cascade.verdict import policy_decision
 from worker.judges.breaker import STATE_VALUE, BreakerState
 from worker.judges.client import JudgeCall
 from worker.kafka.types import TopicPartitionKey
-from worker.ops.metrics import Metrics, usage_tokens
+from worker.ops.metrics import Metrics, observe_many, usage_tokens
 from worker.ops.tracing import end_post_trace
 from worker.policies.screening import count_recall, count_screened
 
@@ -77,13 +77,15 @@ class Sensors:
         self.metrics.post_latency.observe(latency_s)
         end_post_trace()  # the post's OpenTelemetry spans, when enabled (worker/ops/tracing.py)
 
-    def on_cleared(self, latencies_s: Sequence[float]) -> None:
+    def on_cleared(self, latencies_s: Mapping[float, int]) -> None:
         """Verdicts of the fast path (funnel cleared, no judge): `allow` by the funnel tier, exactly
-        what `on_judged` counts for such a post (no results, so nothing for recall)."""
-        self._verdict("allow", "funnel").inc(len(latencies_s))
-        observe = self.metrics.post_latency.observe
-        for latency in latencies_s:
-            observe(latency)
+        what `on_judged` counts for such a post (no results, so nothing for recall). `latencies_s`:
+        posts per latency (a group's posts mostly share one consumed-at time, so one latency):
+        the latency histogram is observed once per post, in one update per distinct latency."""
+        self._verdict("allow", "funnel").inc(sum(latencies_s.values()))
+        histogram = self.metrics.post_latency
+        for latency, count in latencies_s.items():
+            observe_many(histogram, latency, count)
 
     def on_review_record(self, reasons: Iterable[str]) -> None:
         """A review record acknowledged on the review topic."""

@@ -21,19 +21,10 @@ from . import tokens
 from .directives import DirectiveError, parse_post, stable_hash
 from .harmony import analysis_header, final_header, return_token
 from .reading import Match, find_frame, nearest_example
+from .triggers import find_trigger
 
 FinishReason = Literal["stop", "length"]
 
-# Violation iff the lower-cased post contains one of these as whole words (so "die" does not
-# fire on "diet", nor "hate" on "whatever"). One list, so tests can pick a safe vocabulary.
-TRIGGER_PHRASES: tuple[str, ...] = (
-    "scam", "free money", "crypto giveaway", "wire transfer", "click this link", "double your",
-    "aimbot", "wallhack", "cheat engine", "undetected cheat",
-    "kill you", "die", "kys", "hate", "nazi", "bomb", "gun", "shoot up", "terrorist",
-    "nude", "nudes", "paid review", "5 stars", "five stars", "fake review",
-    "self harm", "self-harm", "cut myself", "suicide",
-)  # fmt: skip
-_TRIGGER_RE = re.compile(r"(?<!\w)(" + "|".join(re.escape(p) for p in TRIGGER_PHRASES) + r")(?!\w)")
 
 # Reasoning length per effort, in o200k tokens: roughly what gpt-oss spends on a short post.
 REASONING_TOKENS: dict[str, int] = {"low": 60, "medium": 150, "high": 400}
@@ -102,9 +93,6 @@ def example_answer_keys(policy: str) -> tuple[str, ...] | None:
     return shapes[0]
 
 
-def find_trigger(text: str) -> str | None:
-    match = _TRIGGER_RE.search(text.lower())
-    return str(match.group(1)) if match else None
 
 
 def heuristic_confidence(text: str, effort: str, seed: int) -> str:
@@ -274,7 +262,7 @@ def plan(policy: str, post: str, effort: str, seed: int) -> Plan:
     if "[[sim:" in policy.lower():
         directive = parse_post(policy).directive_for(effort).merged(directive)
     text = parsed.text or post
-    trigger = find_trigger(parsed.text)
+    trigger = find_trigger(parsed.text, policy)
     # The policy's own labelled texts first; else a trigger word, unless its frame makes it a mention.
     match = nearest_example(policy, parsed.text)
     frame = find_frame(parsed.text) if trigger and match is None else None

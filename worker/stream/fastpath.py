@@ -12,6 +12,7 @@ dead-letters as usual. Metrics count these verdicts exactly as the per-post path
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
@@ -98,7 +99,12 @@ class FastPath:
         )
         self.tracker.finish_many(tp, [record.offset for record in done])
         now = time.perf_counter()
-        self.sensors.on_cleared([now - record.started for record in done])
+        # Posts per consumed-at time (one per consumed batch): one latency per distinct time.
+        latencies: dict[float, int] = {}
+        for started, count in Counter(record.started for record in done).items():
+            latency = now - started
+            latencies[latency] = latencies.get(latency, 0) + count
+        self.sensors.on_cleared(latencies)
         if failed:
             self._fall_back([group[i] for i in sorted(failed)], runtime)
 

@@ -150,6 +150,11 @@ class FlowControl(Generic[R]):
         the first offset that did not fit (the caller seeks back there, so nothing is skipped).
         Once a partition overflows, its later records in the batch overflow too (order kept).
         Only a partition we believed paused but that was not can deliver beyond the room."""
+        if not isinstance(records, Sequence) or len(records) > room:
+            return self._split_at_room(records, room)
+        return list(records), {}
+
+    def _split_at_room(self, records: Iterable[R], room: int) -> tuple[list[R], dict[TopicPartitionKey, int]]:
         fits: list[R] = []
         overflow: dict[TopicPartitionKey, int] = {}
         for record in records:

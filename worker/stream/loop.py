@@ -48,8 +48,10 @@ class StreamLoop:
                 await p.dispatcher.start(p.flow.release(p.tasks.held))
                 room = p.flow.room(p.tasks.held_total)
                 if room == 0:
+                    # Routing the screened batch moves its cleared posts off the caps at once: go
+                    # round again rather than wait for an acknowledgement that room already exists.
                     await p.dispatcher.finish_screened()
-                    if await p.backpressure.wait_for_room():
+                    if p.flow.room(p.tasks.held_total) or await p.backpressure.wait_for_room():
                         continue
                 await p.backpressure.apply()
                 await self.poll_and_dispatch(room)

@@ -78,9 +78,10 @@ def test_simulator_answers_each_policy_of_a_multi_request() -> None:
     body = build_multi_request([SPAM, HATE], Post(id="1", text="free money [[sim: confidence=high]]"), SETTINGS)
     outcome = script(body["messages"][0]["content"], body["messages"][1]["content"], "low", seed=3)
     parsed = parse_multi_answer(outcome.content, outcome.finish_reason, ["spam", "hate"])
+    # Each section is judged on its own: "free money" violates the spam policy, not the hate one.
     assert {pid: (a.violation, a.policy_category) for pid, a in parsed.items() if isinstance(a, JudgeAnswer)} == {
         "spam": (1, "spam"),
-        "hate": (1, "hate"),
+        "hate": (0, None),
     }
     single = script(SPAM.prompt, "free money [[sim: confidence=high]]", "low", seed=3)
     assert outcome.completion_tokens > single.completion_tokens, "reasoning covers every policy"

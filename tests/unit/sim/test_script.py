@@ -319,3 +319,15 @@ def test_unenforced_fault_gives_valid_json_that_fails_the_schema() -> None:
 
 def test_delay_directive() -> None:
     assert script(POLICY, "x [[sim: delay_ms=250]]", "low", 0).delay_ms == 250
+
+
+def test_triggers_count_only_for_the_policies_that_name_their_harm() -> None:
+    post = "Is Cheat Engine okay to use in single-player Stardew Valley?"
+    hate = "# Hate\nAttacks on protected groups. Saying you hate a group is HT1."
+    cheating = "# Game cheating\nSelling or promoting an aimbot or similar tools violates GC1."
+    assert find_trigger(post) == "cheat engine"  # no policy: every phrase counts
+    assert find_trigger(post, hate) is None  # the hate policy names no cheating phrase
+    assert find_trigger(post, cheating) == "cheat engine"  # "aimbot" names the whole cheating group
+    assert find_trigger(post, "# Test policy\nBe nice.") == "cheat engine"  # names none: all count
+    assert answer_of(script(hate, post, "low", seed=0).content).violation == 0
+    assert answer_of(script(cheating, "selling a wallhack, cheap", "low", seed=0).content).violation == 1
