@@ -58,6 +58,7 @@ from worker.sim.process import SimulatorProcess
 BENIGN = ["Had a lovely walk by the river", "kill the process and restart", "new recipe for lentil soup"]
 VIOLATING = ["crypto giveaway, send 1 BTC get 2 back", "selling aimbot undetected", "paid review 5 stars"]
 GROUP = "bench"
+WARMUP_TOPIC = "bench-warmup"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -219,7 +220,11 @@ def run_workers(
         # The window opens as the first post is produced (the workers are idle and waiting) and
         # closes at the last post's commit: every post's work is inside it, whatever the batching.
         producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "enable.idempotence": True, "linger.ms": 5})
-        producer.list_topics("posts", timeout=30)  # connected before the window opens (~0.5 s otherwise)
+        # Connected, and its idempotent producer id obtained, before the window opens: one record to
+        # a topic nobody reads (without it, some runs spent ~0.5 s of the window in the first send).
+        producer.produce(WARMUP_TOPIC, value=b"warm-up")
+        if producer.flush(30):
+            sys.exit("the bench's producer could not reach the broker")
         # One client asks for the group's committed offsets all along (a new client per question,
         # 20 a second, took CPU from the worker on a 2-core machine); connected before the window.
         watcher = Consumer(
@@ -367,7 +372,8 @@ def main() -> None:
         SimulatorProcess(served_model_name="openai/gpt-oss-safeguard-120b", speed=0) as t2,
     ):
         create_topics(
-            broker.bootstrap_servers, {"posts": partitions, "actions": partitions, "audit": partitions, "dlq": 1}
+            broker.bootstrap_servers,
+            {"posts": partitions, "actions": partitions, "audit": partitions, "dlq": 1, WARMUP_TOPIC: 1},
         )
         env = worker_env(broker, (t1, t2), group=GROUP, MODSTREAM_LOG_LEVEL="warning", **extra)
         ours = run_workers(env, broker, (t1, t2), posts, partitions, args.processes, args.log_dir)
