@@ -279,7 +279,6 @@ def fit_heads(
     lambdas: Sequence[float] = (1.0, 10.0, 100.0, 1000.0),
     min_positives: int = 5,
     auc_tolerance: float = 0.002,
-    row_weights: npt.NDArray[np.float64] | None = None,
 ) -> tuple[HeadSet, list[FitReport]]:
     """One head per policy with at least `min_positives` training positives, fitted on the
     `train` rows labelled for it; the L2 strength is picked by ROC AUC on the `calib` rows
@@ -312,10 +311,9 @@ def fit_heads(
         z = np.concatenate([(x - mean) / std, np.ones((len(x), 1))], axis=1)
         y = y_all[rows_train].astype(np.float64)
         n = len(y)
-        # Class-balanced: positives and negatives weigh half each (with `row_weights`, their
-        # weighted sums do), so the L2 strength means the same whatever the class ratio.
-        rw = np.ones(n) if row_weights is None else np.asarray(row_weights, dtype=np.float64)[rows_train]
-        weight = rw * np.where(y > 0, 1.0 / (2.0 * rw[y > 0].sum()), 1.0 / (2.0 * rw[y <= 0].sum()))
+        # Class-balanced: positives and negatives weigh half each, so the L2 strength means the
+        # same whatever the class ratio.
+        weight = np.where(y > 0, 1.0 / (2.0 * pos), 1.0 / (2.0 * neg))
         tried: list[tuple[float, float, npt.NDArray[np.float64]]] = []
         for lam in lambdas:
             w = _newton_logistic(z, y, weight, lam / n)
