@@ -214,7 +214,7 @@ class Dispatcher:
                 self.sensors.on_candidates(result.candidates)
             if sampling:
                 result = with_bypass(result, post.id, rates)
-            if fast is not None and ((not result.candidates and not result.sampled) or is_cleared(result, runtime)):
+            if fast is not None and is_cleared(result, runtime):
                 cleared.setdefault(record.tp, []).append((record, post, result))
             else:
                 self.judge(record, post, result, runtime)
