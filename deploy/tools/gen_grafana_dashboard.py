@@ -23,6 +23,13 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 RATE = "$__rate_interval"
 # Only worker instances (vLLM exports process_* too): a series "and on(instance)" the worker's readiness.
 WORKER_ONLY = "and on(instance) modstream_ready"
+# Query B of a panel drawn as a plain count on the right axis (beside a ratio or an age on the left).
+COUNT_ON_RIGHT_AXIS: list[dict[str, Any]] = [
+    {
+        "matcher": {"id": "byFrameRefID", "options": "B"},
+        "properties": [{"id": "unit", "value": "short"}, {"id": "custom.axisPlacement", "value": "right"}],
+    }
+]
 
 
 @dataclass(frozen=True)
@@ -158,15 +165,7 @@ ROWS: list[tuple[str, list[Panel]]] = [
                 "workers; with few of them the estimate is noise. The Wilson interval is not exported "
                 "(`modstream funnel recall --from-audit` prints it). Alert ModstreamFunnelRecallLow: below 0.9 "
                 "with at least 10 sampled misses, for 1 h.",
-                overrides=[
-                    {
-                        "matcher": {"id": "byFrameRefID", "options": "B"},
-                        "properties": [
-                            {"id": "unit", "value": "short"},
-                            {"id": "custom.axisPlacement", "value": "right"},
-                        ],
-                    }
-                ],
+                overrides=COUNT_ON_RIGHT_AXIS,
             ),
             Panel(
                 "DLQ rate by reason",
@@ -192,15 +191,7 @@ ROWS: list[tuple[str, list[Panel]]] = [
                 "the review and review-decisions topics: how long the oldest review record has waited for a "
                 "reviewer, and how many wait (right axis). Max over console replicas (each reads the whole "
                 "topics). Alert ModstreamReviewQueueStale: oldest over 4 h for 15 min.",
-                overrides=[
-                    {
-                        "matcher": {"id": "byFrameRefID", "options": "B"},
-                        "properties": [
-                            {"id": "unit", "value": "short"},
-                            {"id": "custom.axisPlacement", "value": "right"},
-                        ],
-                    }
-                ],
+                overrides=COUNT_ON_RIGHT_AXIS,
             ),
             Panel(
                 "Review records by reason",
