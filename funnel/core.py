@@ -30,7 +30,7 @@ from funnel.language import (
 from funnel.normalise import Normalised, normalise
 from funnel.patterns import PatternStage
 from funnel.score import DEFAULT_WEIGHTS, Weights, combine, embedding_evidence, lexical_evidence
-from funnel.spec import FunnelResult, PolicySpec
+from funnel.spec import FunnelResult, PolicySpec, RoundedScores
 
 FloatMatrix = npt.NDArray[np.float32]
 # Languages the funnel reads alone (English) and no project-level overrides.
@@ -254,7 +254,7 @@ class Funnel:
             return [
                 FunnelResult(
                     candidates=chosen[row],
-                    scores=dict(zip(ids, rounded[row], strict=True)),
+                    scores=RoundedScores(zip(ids, rounded[row], strict=True)),
                     signals=signals[row],
                     very_sure=sure[row],
                 )
@@ -266,7 +266,7 @@ class Funnel:
             results.append(
                 FunnelResult(
                     candidates=candidates,
-                    scores=dict(zip(ids, rounded[row], strict=True)),
+                    scores=RoundedScores(zip(ids, rounded[row], strict=True)),
                     signals=signals[row],
                     very_sure=very_sure_ids,
                     lang=route.lang,

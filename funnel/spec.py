@@ -30,6 +30,15 @@ class PolicySpec:
         return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
+class RoundedScores(dict[str, float]):
+    """Scores the funnel rounded itself: Python floats from `np.round(float64, 4)`, each already
+    equal to `round(v, 4)` (an integer divided by 10**4 in IEEE arithmetic is the double nearest
+    that decimal, which is what `round` returns; tests/unit/funnel/test_rounded_scores.py).
+    Encoders may skip rounding them again."""
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True, slots=True)
 class FunnelResult:
     """Per post: which policies it is a candidate for, the scores, and the signals that fired."""

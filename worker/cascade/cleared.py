@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from funnel import FunnelResult
+from funnel.spec import RoundedScores
 from worker.cascade.revisions import FIRST_REVISION, VERDICT_NAMESPACE
 from worker.cascade.verdict import WORKER_VERSION
 from worker.contracts import VERDICT_SCHEMA_VERSION, Post, SourceRef
@@ -106,7 +107,8 @@ _ROUNDED_MAX = 1 << 16
 
 def _scores(scores: Mapping[str, Any]) -> Mapping[str, Any]:
     """As `funnel_summary` + pydantic: round first (numpy scalars round in their own type), then
-    float. A float zero (most scores of a cleared post) rounds to itself, sign included: kept as is.
+    float. (`_verdict` skips this for the funnel's own `RoundedScores`: round(v, 4) == v already.)
+    A float zero (most scores of a cleared post) rounds to itself, sign included: kept as is.
     A dict of nothing but float zeros (the usual cleared post) is returned unchanged."""
     values = scores.values()
     if type(scores) is dict and not any(values) and set(map(type, values)) <= _FLOAT:
@@ -154,7 +156,7 @@ def _verdict(
             snap.middle,
             dumps(list(candidates)) if candidates else b"[]",
             b',"scores":',
-            dumps(_scores(screened.scores)),
+            dumps(scores if type(scores := screened.scores) is RoundedScores else _scores(scores)),
             snap.tail,
             latency,
             source[0],

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from worker.contracts import Post
 
@@ -18,7 +20,30 @@ class DecodeError:
     message: str
 
 
+# Posts validated together (decode_posts): the same validation as `Post.model_validate` each.
+_POSTS = TypeAdapter(list[Post])
+
+
 def decode_post(value: bytes | None, max_bytes: int) -> Post | DecodeError:
+    parsed = _parse(value, max_bytes)
+    return parsed if isinstance(parsed, DecodeError) else _validate(parsed)
+
+
+def decode_posts(values: Sequence[bytes | None], max_bytes: int) -> list[Post | DecodeError]:
+    """`decode_post` of each value, the same results: the parsed objects are validated in one
+    pydantic call (its per-call overhead was about half a post's validation), and one by one only
+    when that call finds an invalid post, so each error names its own post."""
+    parsed = [_parse(value, max_bytes) for value in values]
+    objects = [obj for obj in parsed if not isinstance(obj, DecodeError)]
+    validated: Iterator[Post | DecodeError]
+    try:
+        validated = iter(_POSTS.validate_python(objects))
+    except (ValidationError, RecursionError):
+        validated = iter([_validate(obj) for obj in objects])
+    return [obj if isinstance(obj, DecodeError) else next(validated) for obj in parsed]
+
+
+def _parse(value: bytes | None, max_bytes: int) -> dict[str, Any] | DecodeError:
     if value is None:
         return DecodeError("empty_value", "record has no value (null or tombstone)")
     if len(value) == 0:
@@ -33,6 +58,10 @@ def decode_post(value: bytes | None, max_bytes: int) -> Post | DecodeError:
         return DecodeError(kind, f"value is not valid JSON: {exc}")
     if not isinstance(data, dict):
         return DecodeError("invalid_post", f"value must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _validate(data: dict[str, Any]) -> Post | DecodeError:
     try:
         return Post.model_validate(data)
     except ValidationError as exc:

@@ -25,7 +25,7 @@ from worker.policies.screening import PolicyRuntime, screen, with_bypass
 from worker.stream.backpressure import Backpressure
 from worker.stream.clients import ClientTrouble
 from worker.stream.deadline import retry_state
-from worker.stream.decode import DecodeError, decode_post
+from worker.stream.decode import DecodeError, decode_posts
 from worker.stream.fastpath import Cleared, FastPath
 from worker.stream.flow import FlowControl
 from worker.stream.judging import StreamJudges
@@ -155,12 +155,12 @@ class Dispatcher:
             tracker.start(record.tp, record.offset)
         runtime = self.reloader.runtime  # one snapshot for the whole batch
         valid: list[tuple[Consumed, Post]] = []
-        for record in records:
-            decoded = decode_post(record.value, self.settings.max_record_bytes)
-            if isinstance(decoded, DecodeError):
-                self.tasks.dead_letter(record, decoded)
+        decoded = decode_posts([record.value for record in records], self.settings.max_record_bytes)
+        for record, post in zip(records, decoded, strict=True):
+            if isinstance(post, DecodeError):
+                self.tasks.dead_letter(record, post)
             else:
-                valid.append((record, decoded))
+                valid.append((record, post))
         if not valid:
             return
         epochs = {tp: tracker.epoch(tp) for tp in {record.tp for record, _ in valid}}

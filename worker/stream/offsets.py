@@ -29,7 +29,9 @@ class OffsetTracker:
         self._partitions: dict[TopicPartitionKey, _PartitionState] = {}
 
     def start(self, tp: TopicPartitionKey, offset: int) -> None:
-        state = self._partitions.setdefault(tp, _PartitionState())
+        state = self._partitions.get(tp)
+        if state is None:  # not setdefault: that would build a state (a deque, a set) per record
+            state = self._partitions[tp] = _PartitionState()
         if state.started and offset <= state.started[-1]:
             raise ValueError(f"{tp}: offset {offset} started after {state.started[-1]}: offsets must increase")
         state.started.append(offset)

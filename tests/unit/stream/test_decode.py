@@ -1,7 +1,9 @@
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from worker.contracts import Post
-from worker.stream.decode import DecodeError, decode_post
+from worker.stream.decode import DecodeError, decode_post, decode_posts
 
 LIMIT = 10_000
 
@@ -41,3 +43,25 @@ def test_a_full_post_decodes() -> None:
     assert isinstance(post, Post)
     assert post.id == "p1" and post.text == "hello" and post.created_at is not None
     assert post.context is not None and post.context[0].text == "before"
+
+
+VALUES = [
+    None,
+    b"",
+    b"{not json",
+    b'"\xed\xa0\x80"',
+    b"[1, 2]",
+    b'{"id": "a"}',
+    b'{"id": 7, "text": "hi"}',
+    b'{"id": "a", "text": "hi", "created_at": "yesterday"}',
+    b'{"id": "ok-1", "text": "hello"}',
+    b'{"id": "ok-2", "text": "hi", "author_id": "u", "lang": "de", "created_at": "2026-11-22T10:00:00Z"}',
+    b'{"id": "ok-3", "text": "hi", "metadata": {"k": [1, 2]}, "extra": null}',
+    b'{"id": "a", "text": "hi", "context": ' + b"[" * 3000 + b"]" * 3000 + b"}",
+]
+
+
+@given(st.lists(st.sampled_from(VALUES) | st.binary(max_size=40), max_size=30))
+def test_a_batch_decodes_as_each_post_alone(values: list[bytes | None]) -> None:
+    # One pydantic call for the batch; when it finds an invalid post, each error is still its own.
+    assert decode_posts(values, LIMIT) == [decode_post(value, LIMIT) for value in values]
