@@ -107,9 +107,11 @@ _ROUNDED_MAX = 1 << 16
 
 def _scores(scores: Mapping[str, Any]) -> Mapping[str, Any]:
     """As `funnel_summary` + pydantic: round first (numpy scalars round in their own type), then
-    float. (`_verdict` skips this for the funnel's own `RoundedScores`: round(v, 4) == v already.)
-    A float zero (most scores of a cleared post) rounds to itself, sign included: kept as is.
-    A dict of nothing but float zeros (the usual cleared post) is returned unchanged."""
+    float. The funnel's own `RoundedScores` are returned unchanged (round(v, 4) == v for each
+    already), and so is a dict of nothing but float zeros; a float zero rounds to itself, sign
+    included: kept as is."""
+    if type(scores) is RoundedScores:
+        return scores
     values = scores.values()
     if type(scores) is dict and not any(values) and set(map(type, values)) <= _FLOAT:
         return scores
@@ -156,7 +158,7 @@ def _verdict(
             snap.middle,
             dumps(list(candidates)) if candidates else b"[]",
             b',"scores":',
-            dumps(scores if type(scores := screened.scores) is RoundedScores else _scores(scores)),
+            dumps(_scores(screened.scores)),
             snap.tail,
             latency,
             source[0],
