@@ -285,13 +285,15 @@ class Settings(BaseSettings):
     # multi_policy: one request naming all of a post's candidate policies (fewer requests and
     # prompt tokens; a little less accurate, per OpenAI's guide). See docs/judges.md.
     judge_mode: Literal["per_policy", "multi_policy"] = "per_policy"
-    # Posts being worked on at once by this worker; at the cap, partitions are paused.
-    max_in_flight: int = Field(default=256, ge=1)
+    # Posts being worked on at once by this worker; at the cap, partitions are paused. 1024 (with
+    # 512 per partition, below): with nothing judged, 256 / 128 kept the worker at 0.42-0.65 x the
+    # funnel alone, 1024 / 512 at 0.71-0.80 (five alternating pairs, docs/benchmarks.md).
+    max_in_flight: int = Field(default=1024, ge=1)
     # On SIGTERM: how long to let in-flight posts finish before committing and exiting.
     drain_timeout_s: float = Field(default=30.0, gt=0)
     # How far one partition may run ahead of its committed offset (records consumed and not yet
     # committable); bounds the replay after a crash. Capped by max_in_flight. See docs/reliability.md.
-    max_in_flight_per_partition: int = Field(default=128, ge=1)
+    max_in_flight_per_partition: int = Field(default=512, ge=1)
     # Cleared posts whose verdicts (fast path) wait only for the broker's acknowledgement may be
     # held on top of both caps, up to this many (0: they count against the caps like any post).
     # See docs/reliability.md.

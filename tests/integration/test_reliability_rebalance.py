@@ -1,5 +1,5 @@
 """Rebalance storm: three worker processes in one group (cooperative-sticky), one leaving (SIGTERM)
-and one joining every few seconds while 20,000 posts flow. Nothing is lost; duplicates are
+and then one joining, every few seconds, while 50,000 posts flow. Nothing is lost; duplicates are
 reported (revoked partitions commit what finished, so replays are only abandoned work)."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from worker.sim.process import SimulatorProcess
 
 pytestmark = pytest.mark.integration
 
-N_POSTS = 20_000
+N_POSTS = 50_000
 PARTITIONS = 6
 MEMBERS = 3
 CYCLE_S = 3.0
@@ -34,7 +34,16 @@ MIN_CYCLES = 6
 MAX_CYCLES = 150  # a storm that never ends is a hang, whatever the machine's speed
 
 
-def test_rebalance_storm_20000_posts_3_workers_nothing_lost(
+def owns_partitions(worker: WorkerProcess) -> bool:
+    """Has the worker been assigned at least one partition? (Cooperative rebalancing first assigns
+    a newcomer nothing, then the partitions others gave up.)"""
+    return any(
+        '"event": "partitions_assigned"' in line and '"partitions": []' not in line
+        for line in worker.log().splitlines()
+    )
+
+
+def test_rebalance_storm_50000_posts_3_workers_nothing_lost(
     broker: EmbeddedBroker,
     sims: tuple[SimulatorProcess, SimulatorProcess],
     spawn_worker: Callable[[dict[str, str]], WorkerProcess],
@@ -66,13 +75,19 @@ def test_rebalance_storm_20000_posts_3_workers_nothing_lost(
         leaving = members.pop(0)  # the oldest member leaves gracefully ...
         leaving.signal(signal.SIGTERM)
         leavers.append(leaving)
-        joining = spawn_worker(env)  # ... and a new one joins
+        # ... and once it has left, a new one joins. Not while it drains: when a leaving group
+        # leader's LeaveGroup reached Tansu (0.6.0) while a newcomer's join was pending, the next
+        # generation still named the departed leader, whose SyncGroup never came, and the group
+        # never settled (librdkafka debug logs; 3 runs in 25 once drains grew with the default caps).
+        # A join during a drain has its own test (test_stop_and_crash.py).
+        assert leaving.wait(60) == 0, leaving.log()[-2000:]
+        joining = spawn_worker(env)
         members.append(joining)
         cycles += 1
-        # The next change comes once the newcomer got partitions (a process start plus a join
-        # round) and then CYCLE_S more seconds of work: a change every few seconds that still lets
-        # each member own partitions for a while.
-        wait_for(lambda j=joining: done() or "partitions_assigned" in j.log(), 90, "the newcomer's assignment")  # type: ignore[misc]
+        # The next change comes once the newcomer owns partitions (a process start plus both rounds
+        # of the cooperative rebalance) and then CYCLE_S more seconds of work: a change every few
+        # seconds that still lets each member own partitions for a while.
+        wait_for(lambda j=joining: done() or owns_partitions(j), 90, "the newcomer's partitions")  # type: ignore[misc]
         settled = time.monotonic()
         wait_for(lambda s=settled: done() or time.monotonic() - s >= CYCLE_S, CYCLE_S + 1, "the cycle")  # type: ignore[misc]
         assert cycles <= MAX_CYCLES, f"storm still running after {cycles} cycles"

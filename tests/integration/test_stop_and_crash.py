@@ -29,14 +29,17 @@ N_POSTS = 2000
 TEXT = "crypto giveaway free money scam [[sim: delay_ms=20]] #"
 
 
-def verdict_count(worker: WorkerProcess) -> float:
+def metric_total(worker: WorkerProcess, series: str) -> float:
+    """The sum of a metric's samples whose line starts with `series` (0 while it cannot be read)."""
     try:
         text = httpx.get(f"{worker.metrics_url}/metrics", timeout=2).text
     except httpx.HTTPError:
         return 0.0
-    return sum(
-        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("modstream_verdicts_total{")
-    )
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(series))
+
+
+def verdict_count(worker: WorkerProcess) -> float:
+    return metric_total(worker, "modstream_verdicts_total{")
 
 
 def all_committed(broker: EmbeddedBroker, group: str, last_offsets: dict[int, int]) -> Callable[[], bool]:
@@ -119,3 +122,35 @@ def test_sigterm_under_load_exits_0_in_time_and_loses_nothing(
     duplicates = sum(len(v) - 1 for v in verdicts.values())
     # A graceful stop commits everything that finished: replays are only posts abandoned at the deadline.
     assert duplicates <= 64, f"{duplicates} duplicates after a graceful stop (in-flight cap is 64)"
+
+
+def test_a_draining_worker_still_answers_rebalances(
+    broker: EmbeddedBroker,
+    topics: dict[str, int],
+    sims: tuple[SimulatorProcess, SimulatorProcess],
+    spawn_worker: Callable[[dict[str, str]], WorkerProcess],
+) -> None:
+    """After SIGTERM the worker drains with every partition paused but keeps polling, so a worker
+    joining meanwhile is assigned partitions while the drain still runs. Here the judges never
+    answer in time, so without that polling the newcomer would wait out the whole drain."""
+    hanging = "crypto giveaway free money scam [[sim: delay_ms=3600000]] #"
+    produce(
+        broker.bootstrap_servers,
+        "posts",
+        ((f"d-{i}".encode(), post_value(f"d-{i}", f"{hanging}{i}")) for i in range(40)),
+    )
+    env = worker_env(broker, sims, group="g-drain", MODSTREAM_DRAIN_TIMEOUT_S="900", MODSTREAM_REBALANCE_TIMEOUT_S="1")
+    leaving = spawn_worker(env)
+    wait_for(lambda: metric_total(leaving, "modstream_in_flight_posts ") >= 40, 120, "every post in flight")
+    leaving.signal(signal.SIGTERM)
+    wait_for(lambda: '"event": "draining"' in leaving.log(), 60, "the drain to start")
+    joining = spawn_worker(env)
+    wait_for(
+        lambda: metric_total(joining, 'modstream_rebalances_total{event="assigned"}') > 0 or not leaving.alive(),
+        120,
+        "partitions for the newcomer (or the leaver's exit)",
+    )
+    assert leaving.alive(), "the newcomer got no partition until the draining worker had left"
+    assert '"event": "worker_stopped"' not in leaving.log()
+    revoked = metric_total(leaving, 'modstream_rebalances_total{event="revoked"}')
+    assert revoked > 0, "the draining worker handed partitions over"

@@ -121,12 +121,37 @@ class StreamLoop:
         await p.dispatcher.finish_screened()
         pending = p.tasks.all()
         log.info("draining", in_flight=len(pending), deadline_s=p.settings.drain_timeout_s)
-        abandoned = await finish_or_abandon(pending, p.settings.drain_timeout_s)
+        drained = asyncio.Event()
+        serving = asyncio.create_task(self.serve_group_until(drained))
+        try:
+            abandoned = await finish_or_abandon(pending, p.settings.drain_timeout_s)
+        finally:
+            drained.set()
+            await serving
         if abandoned:
             p.sensors.on_abandoned("drain_deadline", abandoned)
             log.warning("drain_deadline_passed", abandoned=abandoned)
         await asyncio.to_thread(p.publisher.flush, 10)
         await p.outputs.commit()
+
+    async def serve_group_until(self, drained: asyncio.Event) -> None:
+        """While draining, keep polling with every partition paused. A member that stops polling
+        answers no rebalance: the whole group (a newcomer included) would wait for the drain, up to
+        `drain_timeout_s`. Records fetched before a pause took effect are not started (nor
+        committed): the next owner reads them again."""
+        p = self.parts
+        while not drained.is_set():
+            try:
+                await p.consumer.pause(list(p.consumer.assigned))  # newly assigned ones too
+                messages = await p.consumer.consume(p.settings.kafka.batch_size, DRAIN_POLL_S)
+            except KafkaException as exc:
+                await p.trouble.on_consume_exception(exc)
+                continue
+            p.sensors.on_abandoned("drain_parked", sum(1 for msg in messages if msg.error() is None))
+
+
+# How long one poll waits while draining: a revoke or assignment is answered within about this.
+DRAIN_POLL_S = 0.1
 
 
 def poll_size_and_timeout(room: int, busy: bool, batch_size: int) -> tuple[int, float]:

@@ -133,14 +133,14 @@ with KEDA).
 {{- end -}}
 {{- end -}}
 
-{{/* Posts in flight per worker: worker.maxInFlight, else both judge caps together (>= 256). */}}
+{{/* Posts in flight per worker: worker.maxInFlight, else both judge caps together (>= 1024, the worker default). */}}
 {{- define "modstream.workerMaxInFlight" -}}
 {{- if .Values.worker.maxInFlight -}}
 {{- .Values.worker.maxInFlight | int -}}
 {{- else -}}
 {{- $t1 := include "modstream.judgeMaxInFlight" (dict "ctx" . "tier" "t1") | int -}}
 {{- $t2 := include "modstream.judgeMaxInFlight" (dict "ctx" . "tier" "t2") | int -}}
-{{- max 256 (add $t1 $t2) -}}
+{{- max 1024 (add $t1 $t2) -}}
 {{- end -}}
 {{- end -}}
 
