@@ -114,13 +114,17 @@ def test_5000_posts_under_judge_faults_and_a_20s_outage(
     assert worker.alive() and worker.process.pid == pid
 
     wait_for(
-        lambda: all_committed(broker.bootstrap_servers, "g-faults", "posts", produced.last_offsets, 4),
+        lambda: (
+            not worker.alive() or all_committed(broker.bootstrap_servers, "g-faults", "posts", produced.last_offsets, 4)
+        ),
         400,
         "every record committed after the outage",
         interval_s=0.5,
     )
     elapsed = time.monotonic() - started
-    assert worker.alive() and worker.process.pid == pid, "recovered without a restart"
+    exited = worker.process.poll()
+    assert exited is None, f"the worker exited ({exited}) after the outage: {worker.log()[-3000:]}"
+    assert worker.process.pid == pid, "recovered without a restart"
     assert worker.log().count('"event": "worker_started"') == 1
     assert readyz(worker) == 200
     final = metrics(worker)

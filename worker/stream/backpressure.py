@@ -33,6 +33,7 @@ class Backpressure:
         sensors: Sensors,
         judges_down: Callable[[], bool],
         running: Callable[[], int],
+        judging: Callable[[], int],
         held: Callable[[TopicPartitionKey], int],
         held_total: Callable[[], int],
     ) -> None:
@@ -42,6 +43,7 @@ class Backpressure:
         self.sensors = sensors
         self.judges_down = judges_down
         self.running = running  # posts being judged or published now
+        self.judging = judging  # per-post tasks: the posts that may still call a judge
         # Records charged to the caps, per partition and in all (PostTasks.held: the tracker's
         # counts less the fast-path allowance); the gauges report the tracker's full counts.
         self.held = held
@@ -64,12 +66,15 @@ class Backpressure:
         keep calling consume() (rebalance callbacks, max.poll.interval.ms). A judge outage does
         not wait: everything is paused at once."""
         left = self.flow.cap_grace_left(time.monotonic())
-        if left <= 0 or self.judges_down():
+        if left <= 0 or self.judges_block():
             return False
         self._changed.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), left)
         return True
+
+    def judges_block(self) -> bool:
+        return pause_for_judges(self.judges_down(), self.judging())
 
     async def apply(self) -> None:
         """Pause and resume partitions to match what flow control wants now."""
@@ -78,7 +83,7 @@ class Backpressure:
             assigned,
             self.held,
             self.held_total(),
-            pause_all=self.judges_down(),
+            pause_all=self.judges_block(),
             now=time.monotonic(),
         )
         to_pause, to_resume = pause_changes(want, self.paused, self.unknown, assigned)
@@ -128,3 +133,13 @@ class Backpressure:
         """A fresh consumer: no partition, no pause flag."""
         self.paused.clear()
         self.unknown.clear()
+
+
+def pause_for_judges(down: bool, judging: int) -> bool:
+    """Pause every partition for a judge tier that is down (`down`: every endpoint's breaker open
+    or probing) while posts wait on it (`judging` per-post tasks). Those posts carry the probes
+    that close a breaker again: a half-open breaker closes only on a request that succeeds. With
+    none left (the last ones dead-lettered at their deadline), a pause would last forever, so
+    consumption goes on and the next posts carry the probe (found by CI: a worker sat paused with
+    one tier half-open and nothing in flight)."""
+    return down and judging > 0

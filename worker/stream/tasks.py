@@ -109,6 +109,11 @@ class PostTasks:
         """Posts being judged or published now."""
         return sum(len(t) for t in self._tasks.values()) - self._groups + self._grouped
 
+    @property
+    def judging(self) -> int:
+        """Per-post tasks (judge work, dead letters): the posts that may still call a judge."""
+        return sum(len(t) for t in self._tasks.values()) - self._groups
+
     def of(self, keys: Collection[TopicPartitionKey]) -> set[asyncio.Task[None]]:
         return {t for key in keys for t in self._tasks.get(key, ())}
 

@@ -170,7 +170,15 @@ def wire(settings: Settings, metrics: Metrics | None = None) -> Parts:
         retry=retry,
     )
     backpressure = Backpressure(
-        consumer, flow, tracker, sensors, judges.down, lambda: tasks.running, tasks.held, lambda: tasks.held_total
+        consumer,
+        flow,
+        tracker,
+        sensors,
+        judges.down,
+        lambda: tasks.running,
+        lambda: tasks.judging,
+        tasks.held,
+        lambda: tasks.held_total,
     )
     rebalance = Rebalance(tracker, flow, tasks, outputs, backpressure, sensors, settings.rebalance_timeout_s)
     dispatcher = Dispatcher(
