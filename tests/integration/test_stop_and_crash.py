@@ -5,10 +5,10 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable
 
-import httpx
 import pytest
 
 from tests.conftest import worker_env
+from tests.judges_support import metric, scrape
 from tests.kafka_support import (
     WorkerProcess,
     committed_offsets,
@@ -29,17 +29,8 @@ N_POSTS = 2000
 TEXT = "crypto giveaway free money scam [[sim: delay_ms=20]] #"
 
 
-def metric_total(worker: WorkerProcess, series: str) -> float:
-    """The sum of a metric's samples whose line starts with `series` (0 while it cannot be read)."""
-    try:
-        text = httpx.get(f"{worker.metrics_url}/metrics", timeout=2).text
-    except httpx.HTTPError:
-        return 0.0
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(series))
-
-
 def verdict_count(worker: WorkerProcess) -> float:
-    return metric_total(worker, "modstream_verdicts_total{")
+    return metric(scrape(worker.metrics_url), "modstream_verdicts_total")
 
 
 def all_committed(broker: EmbeddedBroker, group: str, last_offsets: dict[int, int]) -> Callable[[], bool]:
@@ -141,16 +132,20 @@ def test_a_draining_worker_still_answers_rebalances(
     )
     env = worker_env(broker, sims, group="g-drain", MODSTREAM_DRAIN_TIMEOUT_S="900", MODSTREAM_REBALANCE_TIMEOUT_S="1")
     leaving = spawn_worker(env)
-    wait_for(lambda: metric_total(leaving, "modstream_in_flight_posts ") >= 40, 120, "every post in flight")
+    in_flight = "modstream_in_flight_posts"
+    wait_for(lambda: metric(scrape(leaving.metrics_url), in_flight) >= 40, 120, "every post in flight")
     leaving.signal(signal.SIGTERM)
     wait_for(lambda: '"event": "draining"' in leaving.log(), 60, "the drain to start")
     joining = spawn_worker(env)
     wait_for(
-        lambda: metric_total(joining, 'modstream_rebalances_total{event="assigned"}') > 0 or not leaving.alive(),
+        lambda: (
+            metric(scrape(joining.metrics_url), "modstream_rebalances_total", event="assigned") > 0
+            or not leaving.alive()
+        ),
         120,
         "partitions for the newcomer (or the leaver's exit)",
     )
     assert leaving.alive(), "the newcomer got no partition until the draining worker had left"
     assert '"event": "worker_stopped"' not in leaving.log()
-    revoked = metric_total(leaving, 'modstream_rebalances_total{event="revoked"}')
+    revoked = metric(scrape(leaving.metrics_url), "modstream_rebalances_total", event="revoked")
     assert revoked > 0, "the draining worker handed partitions over"

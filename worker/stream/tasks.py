@@ -106,8 +106,8 @@ class PostTasks:
 
     @property
     def running(self) -> int:
-        """Posts being judged or published now."""
-        return sum(len(t) for t in self._tasks.values()) - self._groups + self._grouped
+        """Posts being judged or published now: the per-post tasks and the posts of fast-path groups."""
+        return self.judging + self._grouped
 
     @property
     def judging(self) -> int:
